@@ -1,0 +1,3 @@
+from mmcompress.cli import main
+
+main()

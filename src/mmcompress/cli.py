@@ -1,0 +1,165 @@
+"""The `mmcompress` command line: Typer owns commands and --options, Hydra owns key=value overrides."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmcompress.console import console
+from mmcompress.errors import UserError
+
+app = typer.Typer(
+    name="mmcompress",
+    help="Compose vision experts, fusion and visual-token pruning for multimodal LLMs; train, evaluate, sweep, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Hydra overrides, e.g. encoder=clip llm=tiny stage.finetune.lr=1e-3 debug=fast",
+        show_default=False,
+    ),
+]
+ConfigDirs = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--config-dir", help="Extra config directory searched before the packaged conf/ (repeatable)."
+    ),
+]
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # our own progress bars and messages only
+    hf_logging.disable_progress_bar()
+
+
+def _compose(overrides: list[str] | None, config_dirs: list[Path] | None):
+    from mmcompress.config import extra_config_dirs, load_config
+
+    return load_config(overrides or [], extra_config_dirs(config_dirs or []))
+
+
+@app.command()
+def train(overrides: Overrides = None, config_dir: ConfigDirs = None) -> None:
+    """Run the configured stages (prealign → align → finetune → eval), skipping completed ones."""
+    from mmcompress.stages import train as run_training
+
+    cfg = _compose(overrides, config_dir)
+    run = run_training(cfg, overrides or [])
+    console.print(f"[green]done[/]: {run.path}")
+    typer.echo(str(run.path))
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `mmcompress train`.")],
+    overrides: Overrides = None,
+) -> None:
+    """Re-evaluate a run from its saved checkpoints (writes eval/<benchmark>.jsonl, updates summary.json)."""
+    from mmcompress.evaluation import evaluate_run_dir
+
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    evaluate_run_dir(run_dir, overrides or [])
+
+
+@app.command()
+def config(
+    overrides: Overrides = None,
+    config_dir: ConfigDirs = None,
+    groups: Annotated[
+        bool, typer.Option("--groups", help="List the options of every config group instead.")
+    ] = False,
+) -> None:
+    """Print the composed config (or, with --groups, every config group and its options)."""
+    from mmcompress.config import extra_config_dirs, group_options, to_yaml
+
+    if groups:
+        from rich.table import Table
+
+        table = Table("group", "options (default in bold)")
+        defaults = _compose([], config_dir).choices
+        for group, options in group_options(extra_config_dirs(config_dir or [])).items():
+            table.add_row(
+                group, ", ".join(f"[bold]{o}[/]" if o == defaults.get(group) else o for o in options)
+            )
+        console.print(table)
+        return
+    typer.echo(to_yaml(_compose(overrides, config_dir)), nl=False)
+
+
+@app.command("pretrain-expert")
+def pretrain_expert(
+    expert: Annotated[
+        str, typer.Argument(help="Name of an expert of the chosen encoder config, e.g. clip.")
+    ] = "clip",
+    overrides: Overrides = None,
+    config_dir: ConfigDirs = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Pretrain again even if this recipe is cached.")
+    ] = False,
+) -> None:
+    """Pretrain a mini expert in the synthetic world (cached per recipe; `train` does this on first use)."""
+    from mmcompress.pretrain import ensure_mini_expert
+
+    cfg = _compose(overrides, config_dir)
+    experts = cfg.encoder.experts
+    if expert not in experts:
+        raise UserError(
+            f"expert '{expert}' is not in encoder={cfg.choices.encoder}; its experts: {', '.join(experts)}"
+        )
+    if experts[expert].get("mini") is None:
+        raise UserError(
+            f"expert '{expert}' of encoder={cfg.choices.encoder} is a real checkpoint, not a mini expert"
+        )
+    typer.echo(str(ensure_mini_expert(experts[expert], cfg, rebuild=force)))
+
+
+def main() -> None:
+    """Entry point: one-line errors with exit status, full tracebacks only with --debug."""
+    debug = "--debug" in sys.argv[1:3]
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        if debug:
+            raise
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: completed stages are kept; rerun the same command to resume")
+        sys.exit(130)
+    except Exception as exc:  # Click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            console.print(f"[red]error:[/] {exc.format_message()}", soft_wrap=True)
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if debug:
+            raise
+        console.print(
+            f"[red]error:[/] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (rerun with --debug for the traceback)",
+            soft_wrap=True,
+        )
+        sys.exit(1)

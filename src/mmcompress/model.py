@@ -1,0 +1,181 @@
+"""The multimodal LM: experts → fusion → pruning → projector → spliced into the LLM at `<image>`.
+
+`MultimodalLM.forward` reads top to bottom as the data flows. Image features may come precomputed
+(frozen experts, cached once per run) or from pixels; everything after the experts is identical.
+Visual tokens carry a keep-mask so methods that keep a different number of tokens per image batch
+cleanly: masked slots are never attended and position ids count only real tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+
+from mmcompress.data.llava import IGNORE_INDEX
+from mmcompress.encoders import VisionExpert
+from mmcompress.errors import UserError
+from mmcompress.llm import IMAGE_TOKEN
+
+PARAMETER_GROUPS = ("encoder", "fusion", "projector", "llm")
+
+
+class MultimodalLM(nn.Module):
+    def __init__(
+        self,
+        experts: dict[str, VisionExpert],
+        fusion: nn.Module,
+        pruner: nn.Module,
+        projector: nn.Module,
+        llm: PreTrainedModel,
+        tokenizer,
+    ) -> None:
+        super().__init__()
+        self.experts = nn.ModuleDict(experts)
+        self.fusion = fusion
+        self.pruner = pruner
+        self.projector = projector
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+    # ---- the data flow ------------------------------------------------------------------------------
+    def encode_images(self, pixels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each expert on its own preprocessed pixels → {name: (B, N, C_e)} patch tokens."""
+        return {name: expert(pixels[name]) for name, expert in self.experts.items()}
+
+    def visual_tokens(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expert tokens → (B, M, D) LLM-space visual tokens and their (B, M) keep-mask."""
+        fused = self.fusion(features)  # (B, N, ΣC)
+        kept, keep_mask = self.pruner(fused)  # (B, M, ΣC), (B, M)
+        return self.projector(kept), keep_mask  # (B, M, D)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        features: dict[str, torch.Tensor] | None = None,
+        pixels: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Mean cross-entropy over supervised (answer) tokens."""
+        features = features if features is not None else self.encode_images(pixels)
+        visual, visual_mask = self.visual_tokens(features)
+        embeds, mask, positions, labels = self.splice(input_ids, attention_mask, visual, visual_mask, labels)
+        targets = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
+        supervised = targets != IGNORE_INDEX
+        if not supervised.any():
+            raise UserError(
+                "a training batch has no supervised (answer) tokens: the chat template hides every answer; "
+                "check llm.chat_template and data.max_text_tokens"
+            )
+        hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
+        hidden = hidden.last_hidden_state[:, :-1][supervised]  # (S, D): only positions with a target
+        logits = self.llm.get_output_embeddings()(hidden)  # (S, V)
+        return F.cross_entropy(logits.float(), targets[supervised])
+
+    # ---- splicing visual tokens into the text ----------------------------------------------------------
+    def splice(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        visual: torch.Tensor,
+        visual_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Replace each row's single `<image>` token by its M visual tokens, without a loop.
+
+        Output position t takes visual token t − p inside [p, p + M) (p = the row's placeholder), text
+        token t before it and text token t − M + 1 after it. Position ids count attended tokens only.
+        """
+        batch, length = input_ids.shape
+        tokens = visual.shape[1]
+        is_image = input_ids == self.image_token_id  # (B, L)
+        if not torch.equal(is_image.sum(1), torch.ones(batch, dtype=torch.long, device=input_ids.device)):
+            raise UserError(f"every sample needs exactly one {IMAGE_TOKEN} token after tokenisation")
+        place = is_image.float().argmax(1)[:, None]  # (B, 1)
+        out_pos = torch.arange(length - 1 + tokens, device=input_ids.device)[None]  # (1, T)
+        in_visual = (out_pos >= place) & (out_pos < place + tokens)  # (B, T)
+        text_idx = torch.where(out_pos < place, out_pos, out_pos - tokens + 1).clamp(0, length - 1)  # (B, T)
+        visual_idx = (out_pos - place).clamp(0, tokens - 1)  # (B, T)
+
+        text_embeds = self.llm.get_input_embeddings()(input_ids)  # (B, L, D)
+        dim = text_embeds.shape[-1]
+        embeds = torch.where(
+            in_visual[..., None],
+            visual.to(text_embeds.dtype).gather(1, visual_idx[..., None].expand(-1, -1, dim)),
+            text_embeds.gather(1, text_idx[..., None].expand(-1, -1, dim)),
+        )  # (B, T, D)
+        mask = torch.where(
+            in_visual, visual_mask.long().gather(1, visual_idx), attention_mask.gather(1, text_idx)
+        )
+        positions = (mask.cumsum(1) - 1).clamp(min=0)  # (B, T)
+        if labels is not None:
+            labels = torch.where(in_visual, IGNORE_INDEX, labels.gather(1, text_idx))
+        return embeds, mask, positions, labels
+
+    # ---- evaluation --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        features: dict[str, torch.Tensor],
+        max_new_tokens: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batched greedy decoding of left-padded prompts.
+
+        Returns (B, ≤max_new_tokens) generated ids (pad after EOS) and (B,) visual tokens fed per image.
+        """
+        visual, visual_mask = self.visual_tokens(features)
+        embeds, mask, positions, _ = self.splice(input_ids, attention_mask, visual, visual_mask)
+        out = self.llm(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        generated = []
+        for _ in range(max_new_tokens):  # one step per generated token, the whole batch at once
+            next_ids = out.logits[:, -1].argmax(-1)  # (B,)
+            generated.append(torch.where(finished, pad, next_ids))
+            finished |= next_ids == eos
+            if finished.all():
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            positions = positions[:, -1:] + 1
+            out = self.llm(
+                inputs_embeds=self.llm.get_input_embeddings()(next_ids[:, None]),
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+        return torch.stack(generated, 1), visual_mask.sum(1)
+
+    # ---- what each stage trains --------------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        modules = {
+            "encoder": self.experts,
+            "fusion": self.fusion,
+            "projector": self.projector,
+            "llm": self.llm,
+        }
+        return {name: list(module.parameters()) for name, module in modules.items()}
+
+    def set_trainable(self, groups: list[str]) -> list[nn.Parameter]:
+        """Freeze everything but `groups`; return the trainable parameters."""
+        unknown = set(groups) - set(PARAMETER_GROUPS)
+        if unknown:
+            raise UserError(
+                f"unknown trainable group(s) {sorted(unknown)}; choose from {', '.join(PARAMETER_GROUPS)}"
+            )
+        self.requires_grad_(False)
+        trainable = [p for g in groups for p in self.parameter_groups()[g]]
+        for p in trainable:
+            p.requires_grad_(True)
+        return trainable

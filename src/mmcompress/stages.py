@@ -1,0 +1,276 @@
+"""Stages: prealign → align → finetune train what their config says; eval scores the result.
+
+`train(cfg)` is the whole `mmcompress train` command: it finds (or creates) the run directory, skips
+completed stages, runs the rest and evaluates. A stage's checkpoint directory appears only complete
+(written under a temporary name, then renamed), so an interrupted stage simply runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mmcompress import data as datasets
+from mmcompress.assembly import build_model, load_model, save_parts
+from mmcompress.console import console, progress
+from mmcompress.data.llava import IGNORE_INDEX, Split, encode_for_training, open_image, pad
+from mmcompress.errors import ConfigError, UserError
+from mmcompress.evaluation import evaluate
+from mmcompress.model import MultimodalLM
+from mmcompress.rundir import RunDir, environment, run_id
+from mmcompress.tracking import Tracker
+
+TRAINING_STAGES = ("prealign", "align", "finetune")
+ALL_STAGES = (*TRAINING_STAGES, "eval")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Catch bad values before any work starts, each with a one-line message."""
+    unknown = [s for s in cfg.stages if s not in ALL_STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; stages is a list drawn from {', '.join(ALL_STAGES)}")
+    for name in TRAINING_STAGES:
+        stage = cfg.stage[name]
+        for key, kind in (("lr", float), ("steps", int), ("batch_size", int)):
+            value = stage.get(key)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (kind is int and not isinstance(value, int))
+                or value <= 0
+            ):
+                raise ConfigError(f"stage.{name}.{key}={value!r} must be a positive {kind.__name__}")
+    missing = OmegaConf.missing_keys(cfg)
+    if missing:
+        key = sorted(missing)[0]
+        raise ConfigError(f"{key} is required by this config; set it on the command line, e.g. {key}=...")
+
+
+def run_directory(cfg: DictConfig) -> RunDir:
+    return RunDir(Path(cfg.run_dir) if cfg.run_dir else Path(cfg.paths.runs) / cfg.name / run_id(cfg))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(cfg: DictConfig, overrides: list[str]) -> RunDir:
+    """Run every configured stage that is not complete yet, then evaluate."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    run = run_directory(cfg)
+    run.create(cfg, overrides)
+    start = time.time()
+    run.update_summary(status="running", run_id=run.path.name, env=environment())
+    console.print(f"[bold]run[/] {run.path}")
+    tracker = Tracker(run.path, cfg, f"{cfg.name}/{run.path.name}")
+    try:
+        seed_everything(cfg.seed)
+        todo = [s for s in cfg.stages if s in TRAINING_STAGES and not run.stage_complete(s)]
+        for done in [s for s in cfg.stages if s in TRAINING_STAGES and s not in todo]:
+            console.print(f"stage [bold]{done}[/] is complete; skipped")
+        model = None
+        if todo:
+            train_split = datasets.load(cfg, "train")
+            model = load_model(cfg, run) if run.stage_complete("init") else _new_model(cfg, train_split, run)
+            record_experts(run, model)
+            trainer = Trainer(cfg, model.to(device), train_split, tracker, device)
+            for stage in todo:
+                trainer.run_stage(stage, run)
+        if "eval" in cfg.stages:
+            evaluate(cfg, run, tracker, model=model, device=device)
+        run.update_summary(status="complete", wall_time_s=round(time.time() - start, 1))
+    except KeyboardInterrupt:
+        run.update_summary(status="interrupted", wall_time_s=round(time.time() - start, 1))
+        raise
+    except BaseException as exc:
+        run.update_summary(
+            status="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        )
+        raise
+    finally:
+        tracker.close()
+    return run
+
+
+def _new_model(cfg: DictConfig, train_split: Split, run: RunDir) -> MultimodalLM:
+    model = build_model(cfg, train_split, run)
+    (run.checkpoint("init") / "stage.json").write_text(json.dumps({"stage": "init", "status": "complete"}))
+    return model
+
+
+def record_experts(run: RunDir, model: MultimodalLM) -> None:
+    """Log and store every expert's real input size and grid (a silent resolution mix-up shows here)."""
+    described = {name: expert.describe() for name, expert in model.experts.items()}
+    for name, d in described.items():
+        console.print(
+            f"expert [bold]{name}[/]: {d['family']} from {d['source']}, input {d['input_size']}, grid {d['grid']}, {d['channels']} channels"
+        )
+    run.update_summary(experts=described)
+
+
+class Trainer:
+    """Runs training stages on one model, sharing a cache of frozen-expert features between them."""
+
+    def __init__(
+        self, cfg: DictConfig, model: MultimodalLM, split: Split, tracker: Tracker, device: torch.device
+    ) -> None:
+        self.cfg, self.model, self.split, self.tracker, self.device = cfg, model, split, tracker, device
+        limit = cfg.data.max_text_tokens
+        self.encoded = encode_for_training(split.samples, model.tokenizer, limit)
+        self.image_of = torch.tensor([s.image for s in split.samples])  # (S,) sample → image index
+        self.features: dict[str, torch.Tensor] | None = None  # expert → (n_images, N, C), frozen experts only
+
+    def run_stage(self, stage: str, run: RunDir) -> None:
+        scfg = self.cfg.stage[stage]
+        trains_encoder = "encoder" in scfg.trainable
+        params = self.model.set_trainable(list(scfg.trainable))
+        if not params:
+            raise ConfigError(f"stage.{stage}.trainable={list(scfg.trainable)} selects no parameters")
+        if trains_encoder:
+            self.features = None  # the experts change; cached features would be stale
+        elif self.cfg.train.cache_features and self.features is None:
+            self.features = self._encode_all()
+        optimizer = torch.optim.AdamW(
+            params, lr=scfg.lr, weight_decay=self.cfg.optim.weight_decay, betas=tuple(self.cfg.optim.betas)
+        )
+        warmup = max(1, int(self.cfg.optim.warmup_ratio * scfg.steps))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / scfg.steps))),
+        )
+        order = _shuffled_batches(len(self.encoded), scfg.batch_size, self.cfg.seed + ALL_STAGES.index(stage))
+        self.model.train()
+        start, window, losses = time.time(), time.time(), []
+        with progress() as bar:
+            task = bar.add_task(f"{stage}", total=scfg.steps, info="")
+            for step in range(1, scfg.steps + 1):
+                batch = self._batch(next(order))
+                loss = self.model(**batch)
+                if not torch.isfinite(loss):
+                    raise UserError(
+                        f"the {stage} loss became {loss.item()} at step {step}; lower stage.{stage}.lr "
+                        f"(now {scfg.lr}) — checkpoints of earlier stages are kept"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+                optimizer.step()
+                schedule.step()
+                losses.append(loss.item())
+                if step % self.cfg.train.log_every == 0 or step == scfg.steps:
+                    elapsed = time.time() - window
+                    record = {
+                        "stage": stage,
+                        "step": step,
+                        "loss": sum(losses) / len(losses),
+                        "lr": schedule.get_last_lr()[0],
+                        "samples_per_s": len(losses) * scfg.batch_size / max(elapsed, 1e-9),
+                    }
+                    self.tracker.log(record)
+                    bar.update(task, info=f"loss {record['loss']:.4f}")
+                    window, losses = time.time(), []
+                bar.update(task, advance=1)
+        final = record["loss"]
+        self._save(
+            stage, run, list(scfg.trainable), optimizer, schedule, scfg.steps, final, time.time() - start
+        )
+
+    def _save(self, stage, run, trained, optimizer, schedule, steps, final_loss, seconds) -> None:
+        target = run.checkpoint(stage)
+        tmp = target.with_name(stage + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_parts(self.model, tmp, trained)
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": schedule.state_dict(),
+                "step": steps,
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "numpy": np.random.get_state()[1],
+                    "python": random.getstate()[1],
+                },
+            },
+            tmp / "trainer_state.pt",
+        )
+        info = {
+            "stage": stage,
+            "status": "complete",
+            "steps": steps,
+            "trained": trained,
+            "final_loss": final_loss,
+            "wall_time_s": round(seconds, 1),
+        }
+        (tmp / "stage.json").write_text(json.dumps(info, indent=2))
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        run.update_summary(stages={stage: info})
+        console.print(f"stage [bold]{stage}[/] complete: loss {final_loss:.4f} in {seconds:.0f} s → {target}")
+
+    def _batch(self, indices: torch.Tensor) -> dict:
+        """Collate samples `indices`: right-padded ids/labels plus cached features or fresh pixels."""
+        ids = [self.encoded[i][0] for i in indices.tolist()]
+        labels = [self.encoded[i][1] for i in indices.tolist()]
+        lengths = torch.tensor([len(x) for x in ids])
+        input_ids = pad(ids, self.model.tokenizer.pad_token_id)  # (B, L)
+        batch = {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": (torch.arange(input_ids.shape[1])[None] < lengths[:, None])
+            .long()
+            .to(self.device),
+            "labels": pad(labels, IGNORE_INDEX).to(self.device),
+        }
+        images = self.image_of[indices]
+        if self.features is not None:
+            batch["features"] = {name: f[images] for name, f in self.features.items()}
+        else:
+            batch["pixels"] = self._pixels(images)
+        return batch
+
+    def _pixels(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        pil = [open_image(self.split.images[i]) for i in images.tolist()]
+        return {name: expert.preprocess(pil).to(self.device) for name, expert in self.model.experts.items()}
+
+    @torch.no_grad()
+    def _encode_all(self) -> dict[str, torch.Tensor]:
+        """Encode every training image once with the frozen experts."""
+        n, size = len(self.split.images), 256
+        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in self.model.experts}
+        self.model.eval()
+        with progress() as bar:
+            task = bar.add_task("encode images", total=n, info="frozen experts, cached for training")
+            for lo in range(0, n, size):
+                feats = self.model.encode_images(self._pixels(torch.arange(lo, min(lo + size, n))))
+                for name, f in feats.items():
+                    chunks[name].append(f)
+                bar.update(task, advance=min(size, n - lo))
+        return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+def _shuffled_batches(n: int, batch_size: int, seed: int):
+    """Endless batches of sample indices: a fresh seeded permutation every epoch, no partial batches."""
+    generator = torch.Generator().manual_seed(seed)
+    batch_size = min(batch_size, n)
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for lo in range(0, n - batch_size + 1, batch_size):
+            yield order[lo : lo + batch_size]
