@@ -1,0 +1,91 @@
+"""End to end on debug=fast: the run directory contract, stage skipping, and re-evaluation from checkpoints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from transformers import AutoTokenizer, CLIPVisionModel, LlamaForCausalLM
+
+from mmcompress.llm import IMAGE_TOKEN
+from mmcompress.rundir import SCHEMA_VERSION, STATUSES
+
+from .conftest import cli
+
+STAGES = ("prealign", "align", "finetune")
+
+
+def test_run_directory_contract(fast_run):
+    for name in ("config.yaml", "overrides.txt", "metrics.jsonl", "summary.json", "eval/synthvqa.jsonl"):
+        assert (fast_run / name).is_file(), name
+    assert "debug=fast" in (fast_run / "overrides.txt").read_text()
+    metrics = [json.loads(line) for line in (fast_run / "metrics.jsonl").read_text().splitlines()]
+    assert {m["stage"] for m in metrics} == set(STAGES)
+    assert all({"step", "loss", "lr", "samples_per_s"} <= set(m) for m in metrics)
+    for stage in STAGES:
+        marker = json.loads((fast_run / "checkpoints" / stage / "stage.json").read_text())
+        assert marker["status"] == "complete" and marker["steps"] > 0
+        assert (fast_run / "checkpoints" / stage / "modules.safetensors").is_file()
+        assert (fast_run / "checkpoints" / stage / "trainer_state.pt").is_file()
+
+
+def test_summary_schema(fast_run):
+    summary = json.loads((fast_run / "summary.json").read_text())
+    assert summary["schema_version"] == SCHEMA_VERSION
+    assert summary["status"] == "complete" and summary["status"] in STATUSES
+    scores = summary["scores"]["synthvqa"]
+    assert 0 <= scores["overall"] <= 1 and scores["overall_definition"] and scores["metric_definition"]
+    assert set(scores["categories"]) == {"color", "shape", "count", "position", "existence", "text"}
+    assert all(0 <= v <= 1 for v in scores["categories"].values())
+    assert set(scores["category_n"].values()) == {4}  # fixed count per category (debug=fast: 4)
+    assert scores["n"] == sum(scores["category_n"].values())
+    mean = sum(scores["categories"].values()) / 6
+    assert abs(scores["overall"] - mean) < 1e-3  # overall is the mean over categories
+    baselines = summary["baselines"]["synthvqa"]
+    assert 0 <= baselines["majority"] <= 1 and 0 < baselines["chance"] <= 1 and baselines["definition"]
+    assert {"mean", "min", "max"} <= set(summary["visual_tokens"]) and summary["visual_tokens"]["max"] == 64
+    assert summary["wall_time_s"] > 0
+    assert {"git_sha", "torch", "transformers", "python"} <= set(summary["env"])
+    assert summary["experts"]["clip"]["grid"] == [8, 8] and summary["experts"]["clip"]["input_size"] == [64, 64]
+
+
+def test_checkpoints_load_with_from_pretrained(fast_run):
+    llm_dir = fast_run / "checkpoints" / "finetune" / "llm"
+    model = LlamaForCausalLM.from_pretrained(llm_dir)
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    assert tokenizer.chat_template and IMAGE_TOKEN in tokenizer.get_vocab()
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    expert = CLIPVisionModel.from_pretrained(fast_run / "checkpoints" / "init" / "experts" / "clip")
+    assert expert.config.image_size == 64
+
+
+def test_rerun_skips_completed_stages(fast_run):
+    before = {s: (fast_run / "checkpoints" / s / "stage.json").stat().st_mtime_ns for s in STAGES}
+    result = cli("train", "debug=fast", "logger=none", f"run_dir={fast_run}", "stages=[prealign,align,finetune]")
+    for stage in STAGES:
+        assert f"stage {stage} is complete; skipped" in result.stderr
+        assert (fast_run / "checkpoints" / stage / "stage.json").stat().st_mtime_ns == before[stage]
+
+
+def test_eval_regenerates_identical_predictions(fast_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(fast_run, copy)
+    before_preds = (copy / "eval" / "synthvqa.jsonl").read_text()
+    before_scores = json.loads((copy / "summary.json").read_text())["scores"]
+    shutil.rmtree(copy / "eval")
+    cli("eval", str(copy))
+    assert (copy / "eval" / "synthvqa.jsonl").read_text() == before_preds
+    summary = json.loads((copy / "summary.json").read_text())
+    assert summary["scores"] == before_scores
+    assert summary["status"] == "complete" and "stages" in summary  # eval added, did not overwrite
+
+
+def test_eval_overrides_and_bad_run_dir(fast_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(fast_run, copy)
+    cli("eval", str(copy), "eval.split=val")
+    assert json.loads((copy / "summary.json").read_text())["scores"]["synthvqa"]["split"] == "val"
+    bad = cli("eval", str(tmp_path / "nope"), check=False)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
+    unknown = cli("eval", str(copy), "eval.splitt=val", check=False)
+    assert unknown.returncode == 2 and "unknown config key 'eval.splitt'" in unknown.stderr
