@@ -39,7 +39,9 @@ def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.C
     exe = Path(sys.executable).with_name("mmcompress")
     result = subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env, timeout=900)
     if check and result.returncode != 0:
-        raise AssertionError(f"mmcompress {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"mmcompress {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -49,3 +51,20 @@ def fast_run(cache_dir, tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     result = cli("train", "debug=fast", "logger=none", f"paths.runs={runs}")
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+def tiny_llama(tokenizer, *, hidden: int = 32, layers: int = 2, heads: int = 4):
+    """A randomly initialised Llama sized for unit tests, matching `tokenizer`'s vocabulary."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return LlamaForCausalLM(config)

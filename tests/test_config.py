@@ -72,7 +72,9 @@ def test_bad_values_are_caught_before_work(compose, override, message):
 
 def test_missing_data_path_names_the_path(tmp_path):
     missing = tmp_path / "nowhere"
-    result = cli("train", "data=llava", f"data.path={missing}", "logger=none", f"paths.runs={tmp_path}", check=False)
+    result = cli(
+        "train", "data=llava", f"data.path={missing}", "logger=none", f"paths.runs={tmp_path}", check=False
+    )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in result.stderr

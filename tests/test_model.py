@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from mmcompress.data.llava import IGNORE_INDEX, pad
 from mmcompress.errors import UserError
@@ -16,24 +15,15 @@ from mmcompress.model import MultimodalLM
 from mmcompress.projector import PROJECTORS
 from mmcompress.pruning import KeepAll
 
+from .conftest import tiny_llama
+
 C, N = 12, 5  # expert channels, visual tokens
 
 
 def tiny_model(seed: int = 0) -> MultimodalLM:
     torch.manual_seed(seed)
     tokenizer = build_word_tokenizer(["what color is it ? red blue green yes no"])
-    llm = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
+    llm = tiny_llama(tokenizer)
     model = MultimodalLM({}, ChannelConcat({"x": C}), KeepAll(), PROJECTORS["mlp"](C, 32, 2), llm, tokenizer)
     return model.eval()
 
@@ -87,7 +77,12 @@ def test_zero_supervised_tokens_is_an_error():
     model = tiny_model()
     ids = torch.tensor([ids_of(model, f"what color {IMAGE_TOKEN} red")])
     with pytest.raises(UserError, match="no supervised"):
-        model(ids, torch.ones_like(ids), torch.full_like(ids, IGNORE_INDEX), features={"x": torch.randn(1, N, C)})
+        model(
+            ids,
+            torch.ones_like(ids),
+            torch.full_like(ids, IGNORE_INDEX),
+            features={"x": torch.randn(1, N, C)},
+        )
 
 
 def _generate(model, prompts, features):

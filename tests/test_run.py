@@ -46,7 +46,10 @@ def test_summary_schema(fast_run):
     assert {"mean", "min", "max"} <= set(summary["visual_tokens"]) and summary["visual_tokens"]["max"] == 64
     assert summary["wall_time_s"] > 0
     assert {"git_sha", "torch", "transformers", "python"} <= set(summary["env"])
-    assert summary["experts"]["clip"]["grid"] == [8, 8] and summary["experts"]["clip"]["input_size"] == [64, 64]
+    assert summary["experts"]["clip"]["grid"] == [8, 8] and summary["experts"]["clip"]["input_size"] == [
+        64,
+        64,
+    ]
 
 
 def test_checkpoints_load_with_from_pretrained(fast_run):
@@ -61,7 +64,9 @@ def test_checkpoints_load_with_from_pretrained(fast_run):
 
 def test_rerun_skips_completed_stages(fast_run):
     before = {s: (fast_run / "checkpoints" / s / "stage.json").stat().st_mtime_ns for s in STAGES}
-    result = cli("train", "debug=fast", "logger=none", f"run_dir={fast_run}", "stages=[prealign,align,finetune]")
+    result = cli(
+        "train", "debug=fast", "logger=none", f"run_dir={fast_run}", "stages=[prealign,align,finetune]"
+    )
     for stage in STAGES:
         assert f"stage {stage} is complete; skipped" in result.stderr
         assert (fast_run / "checkpoints" / stage / "stage.json").stat().st_mtime_ns == before[stage]
