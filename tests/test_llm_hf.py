@@ -78,7 +78,7 @@ def test_missing_llm_path_is_one_line(tmp_path):
         f"paths.runs={tmp_path}",
         check=False,
     )
-    assert result.returncode != 0 and "cannot load the LLM" in result.stderr
+    assert result.returncode == 2 and f"llm.path={tmp_path / 'nope'} does not exist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -94,3 +94,14 @@ def test_eval_overrides_and_bad_run_dir(fast_run, tmp_path):
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
     unknown = cli("eval", str(copy), "eval.splitt=val", check=False)
     assert unknown.returncode == 2 and "unknown config key 'eval.splitt'" in unknown.stderr
+
+
+def test_stage_cannot_run_after_a_later_one(cache_dir, tmp_path):
+    run = tmp_path / "run"
+    cli("train", "debug=fast", "logger=none", f"run_dir={run}", "stages=[align]")
+    result = cli(
+        "train", "debug=fast", "logger=none", f"run_dir={run}", "stages=[prealign,align]", check=False
+    )
+    assert result.returncode != 0 and "stage prealign would run after align" in result.stderr
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+    assert (run / "checkpoints" / "align" / "stage.json").is_file()  # nothing already written is lost

@@ -34,7 +34,6 @@ ConfigDirs = Annotated[
         "--config-dir", help="Extra config directory searched before the packaged conf/ (repeatable)."
     ),
 ]
-_state = {"debug": False}
 
 
 @app.callback()
@@ -43,7 +42,7 @@ def _main(
         bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")
     ] = False,
 ) -> None:
-    _state["debug"] = debug
+    del debug  # read by main() before Typer runs, so errors raised while parsing are covered too
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 

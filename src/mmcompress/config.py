@@ -23,7 +23,7 @@ from mmcompress.errors import ConfigError
 
 CONFIG_NAME = "config"
 SEARCH_PATH_ENV = "MMCOMPRESS_CONFIG_PATH"
-# Config groups whose choice names are recorded in cfg.choices (the registries are keyed by them).
+# Directories of the config tree that are not user-facing config groups.
 _NOT_GROUPS = {"hydra"}
 
 

@@ -74,7 +74,8 @@ def ensure_mini_expert(expert: DictConfig, cfg: DictConfig, *, rebuild: bool = F
         console.print(f"[bold]Pretraining the mini {expert.family} expert[/] (once per machine) → {out}")
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        pretrain_expert(expert, cfg, tmp)
+        with torch.random.fork_rng():  # a fresh build and a cached one leave the caller's RNG alike
+            pretrain_expert(expert, cfg, tmp)
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
     return out

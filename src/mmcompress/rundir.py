@@ -160,6 +160,3 @@ class RunDir:
     def stage_complete(self, stage: str) -> bool:
         marker = self.checkpoint(stage) / "stage.json"
         return marker.is_file() and json.loads(marker.read_text()).get("status") == "complete"
-
-    def completed_stages(self, order: list[str]) -> list[str]:
-        return [s for s in order if self.stage_complete(s)]

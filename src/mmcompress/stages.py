@@ -60,6 +60,15 @@ def validate(cfg: DictConfig) -> None:
     if missing:
         key = sorted(missing)[0]
         raise ConfigError(f"{key} is required by this config; set it on the command line, e.g. {key}=...")
+    local = {"llm.path": cfg.llm.get("path")}
+    local |= {f"encoder.experts.{n}.checkpoint": e.checkpoint for n, e in cfg.encoder.experts.items()}
+    for key, value in local.items():  # hub ids ("org/name") can only be checked by loading them
+        if (
+            isinstance(value, str)
+            and value.startswith(("/", ".", "~"))
+            and not Path(value).expanduser().exists()
+        ):
+            raise ConfigError(f"{key}={value} does not exist; give an existing directory or a hub id")
 
 
 def run_directory(cfg: DictConfig) -> RunDir:
@@ -76,6 +85,7 @@ def train(cfg: DictConfig, overrides: list[str]) -> RunDir:
     """Run every configured stage that is not complete yet, then evaluate."""
     validate(cfg)
     device = resolve_device(cfg.device)
+    datasets.dataset_dir(cfg)  # a missing data path fails here, before a run directory exists
     run = run_directory(cfg)
     run.create(cfg, overrides)
     start = time.time()
@@ -84,9 +94,7 @@ def train(cfg: DictConfig, overrides: list[str]) -> RunDir:
     tracker = Tracker(run.path, cfg, f"{cfg.name}/{run.path.name}")
     try:
         seed_everything(cfg.seed)
-        todo = [s for s in cfg.stages if s in TRAINING_STAGES and not run.stage_complete(s)]
-        for done in [s for s in cfg.stages if s in TRAINING_STAGES and s not in todo]:
-            console.print(f"stage [bold]{done}[/] is complete; skipped")
+        todo = _stages_to_run(cfg, run)
         model = None
         if todo:
             train_split = datasets.load(cfg, "train")
@@ -109,6 +117,24 @@ def train(cfg: DictConfig, overrides: list[str]) -> RunDir:
     finally:
         tracker.close()
     return run
+
+
+def _stages_to_run(cfg: DictConfig, run: RunDir) -> list[str]:
+    """The configured training stages not yet complete, in their canonical order."""
+    todo = [s for s in TRAINING_STAGES if s in cfg.stages and not run.stage_complete(s)]
+    for done in [s for s in TRAINING_STAGES if s in cfg.stages and s not in todo]:
+        console.print(f"stage [bold]{done}[/] is complete; skipped")
+    later = (
+        [s for s in TRAINING_STAGES[TRAINING_STAGES.index(todo[0]) + 1 :] if run.stage_complete(s)]
+        if todo
+        else []
+    )
+    if later:
+        raise UserError(
+            f"stage {todo[0]} would run after {later[0]}, which {run.path} already completed; "
+            "stages run in the order prealign → align → finetune, so start a new run (run_dir=...)"
+        )
+    return todo
 
 
 def _new_model(cfg: DictConfig, train_split: Split, run: RunDir) -> MultimodalLM:
