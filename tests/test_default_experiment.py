@@ -1,7 +1,7 @@
 """The learning bar: `mmcompress train` with no overrides must clearly beat the blind baseline.
 
-Runs the real default experiment from a fresh cache, so expert pretraining and data generation are
-included, exactly as on a new machine. Only the output location differs from a user's run.
+Runs the real default experiment from an empty cache, exactly as on a new machine: the data is generated
+and the shipped mini expert is used. Only the output location differs from a user's run.
 """
 
 from __future__ import annotations

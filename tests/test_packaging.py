@@ -37,6 +37,9 @@ def test_wheel_ships_the_config_tree(tmp_path):
         for p in config_dir().rglob("*.yaml")
     }
     assert expected <= set(names)
+    assert any(
+        n.startswith("mmcompress/weights/clip-mini-") and n.endswith("model.safetensors") for n in names
+    )
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     found = subprocess.run(
         [

@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import CLIPVisionModel
 
+from mmcompress.config import load_config
 from mmcompress.encoders import CLIPExpert
-from mmcompress.pretrain import _patch_majority, ensure_mini_expert, mini_expert_dir
+from mmcompress.pretrain import SHIPPED_WEIGHTS, _patch_majority, ensure_mini_expert, mini_expert_dir
 
 from .conftest import cli
 
@@ -51,3 +52,16 @@ def test_cli_pretrain_expert_is_cached(cache_dir):
     assert metrics.stat().st_mtime_ns == stamp
     bad = cli("pretrain-expert", "sam", "debug=fast", check=False)
     assert bad.returncode != 0 and "expert 'sam' is not in encoder=clip" in bad.stderr
+
+
+def test_default_recipe_ships_with_the_package():
+    """If the default recipe changes, rebuild and ship it: `mmcompress pretrain-expert clip --ship`."""
+    cfg = load_config([])
+    name = mini_expert_dir(cfg.encoder.experts.clip, cfg).name
+    shipped = SHIPPED_WEIGHTS / name
+    assert (shipped / "model.safetensors").is_file(), (
+        f"{name} is not shipped; run `mmcompress pretrain-expert clip --ship`"
+    )
+    metrics = json.loads((shipped / "pretrain_metrics.json").read_text())
+    assert metrics["steps"] == cfg.pretrain.steps and metrics["patch_accuracy"]["shape"] > 0.9
+    assert ensure_mini_expert(cfg.encoder.experts.clip, cfg) == shipped  # found without building

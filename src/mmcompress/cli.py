@@ -113,11 +113,15 @@ def pretrain_expert(
     overrides: Overrides = None,
     config_dir: ConfigDirs = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Pretrain again even if this recipe is cached.")
+        bool, typer.Option("--force", help="Pretrain again even if this recipe is cached or shipped.")
+    ] = False,
+    ship: Annotated[
+        bool, typer.Option("--ship", help="Copy the result into the package (refreshes the shipped default).")
     ] = False,
 ) -> None:
     """Pretrain a mini expert in the synthetic world (cached per recipe; `train` does this on first use)."""
     from mmcompress.pretrain import ensure_mini_expert
+    from mmcompress.pretrain import ship as ship_expert
 
     cfg = _compose(overrides, config_dir)
     experts = cfg.encoder.experts
@@ -129,7 +133,8 @@ def pretrain_expert(
         raise UserError(
             f"expert '{expert}' of encoder={cfg.choices.encoder} is a real checkpoint, not a mini expert"
         )
-    typer.echo(str(ensure_mini_expert(experts[expert], cfg, rebuild=force)))
+    path = ensure_mini_expert(experts[expert], cfg, rebuild=force)
+    typer.echo(str(ship_expert(path) if ship else path))
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ pretrained vision encoder. Objectives mirror real counterparts:
 - `dense+contrastive`: both losses summed.
 
 The result is saved with `save_pretrained` and loaded through the same `from_pretrained` path as a
-real checkpoint; it is built once per machine into ${paths.cache}/experts, keyed by its recipe.
+real checkpoint. Directories are named by a hash of the recipe: the default recipe's expert ships inside
+the package (`mmcompress/weights/`, ~3 MB, rebuilt with `mmcompress pretrain-expert clip --ship`); any
+other recipe is built once per machine into ${paths.cache}/experts.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from mmcompress.errors import ConfigError
 from mmcompress.llm import build_word_tokenizer
 
 PRETRAIN_VERSION = 1  # bump when the recipe's code changes what it produces
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
 OBJECTIVES = ("dense", "contrastive", "dense+contrastive")
 _BACKGROUND_WEIGHT = 0.34  # an item covering more than ~25% of a patch labels it
 
@@ -63,8 +66,11 @@ def mini_expert_dir(expert: DictConfig, cfg: DictConfig) -> Path:
 
 
 def ensure_mini_expert(expert: DictConfig, cfg: DictConfig, *, rebuild: bool = False) -> Path:
-    """Return the mini expert's directory, pretraining it first if this machine has none yet."""
+    """Return the mini expert's directory: shipped, cached, or pretrained now and cached."""
     out = mini_expert_dir(expert, cfg)
+    shipped = SHIPPED_WEIGHTS / out.name
+    if (shipped / "pretrain_metrics.json").is_file() and not rebuild:
+        return shipped
     done = out / "pretrain_metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:  # one builder at a time (parallel sweeps)
@@ -79,6 +85,14 @@ def ensure_mini_expert(expert: DictConfig, cfg: DictConfig, *, rebuild: bool = F
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
     return out
+
+
+def ship(directory: Path) -> Path:
+    """Copy a built mini expert into the package, so every install starts with it (developers only)."""
+    target = SHIPPED_WEIGHTS / directory.name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(directory, target)
+    return target
 
 
 def pretrain_expert(expert: DictConfig, cfg: DictConfig, out: Path) -> dict:
