@@ -33,11 +33,13 @@ def compose(cache_dir, tmp_path):
     return _compose
 
 
-def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, env: dict | None = None, check: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess:
     """Run the installed `mmcompress` console script as a user would."""
     full_env = {**os.environ, **(env or {})}
     exe = Path(sys.executable).with_name("mmcompress")
-    result = subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env, timeout=900)
+    result = subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"mmcompress {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}"

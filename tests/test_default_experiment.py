@@ -25,7 +25,8 @@ EXISTENCE_MIN = 0.85
 def test_default_experiment_learns_from_the_images(tmp_path):
     cache, runs = tmp_path / "cache", tmp_path / "runs"
     start = time.time()
-    result = cli("train", f"paths.runs={runs}", env={"MMCOMPRESS_CACHE": str(cache)})
+    # ~7 minutes alone on 2 cores; the generous limit only guards against a hang within CI's 90 minutes
+    result = cli("train", f"paths.runs={runs}", env={"MMCOMPRESS_CACHE": str(cache)}, timeout=3600)
     elapsed = time.time() - start
     run = Path(result.stdout.strip().splitlines()[-1])
     summary = json.loads((run / "summary.json").read_text())

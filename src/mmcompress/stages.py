@@ -89,7 +89,7 @@ def train(cfg: DictConfig, overrides: list[str]) -> RunDir:
     run = run_directory(cfg)
     run.create(cfg, overrides)
     start = time.time()
-    run.update_summary(status="running", run_id=run.path.name, env=environment())
+    run.update_summary(status="running", error=None, run_id=run.path.name, env=environment())
     console.print(f"[bold]run[/] {run.path}")
     tracker = Tracker(run.path, cfg, f"{cfg.name}/{run.path.name}")
     try:
@@ -160,8 +160,10 @@ class Trainer:
         self, cfg: DictConfig, model: MultimodalLM, split: Split, tracker: Tracker, device: torch.device
     ) -> None:
         self.cfg, self.model, self.split, self.tracker, self.device = cfg, model, split, tracker, device
-        limit = cfg.data.max_text_tokens
-        self.encoded = encode_for_training(split.samples, model.tokenizer, limit)
+        encoded = encode_for_training(split.samples, model.tokenizer, cfg.data.max_text_tokens)
+        self.lengths = torch.tensor([len(ids) for ids, _ in encoded])  # (S,)
+        self.input_ids = pad([ids for ids, _ in encoded], model.tokenizer.pad_token_id)  # (S, L_max)
+        self.labels = pad([labels for _, labels in encoded], IGNORE_INDEX)  # (S, L_max)
         self.image_of = torch.tensor([s.image for s in split.samples])  # (S,) sample → image index
         self.features: dict[str, torch.Tensor] | None = None  # expert → (n_images, N, C), frozen experts only
 
@@ -183,7 +185,7 @@ class Trainer:
             optimizer,
             lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / scfg.steps))),
         )
-        order = _shuffled_batches(len(self.encoded), scfg.batch_size, self.cfg.seed + ALL_STAGES.index(stage))
+        order = _shuffled_batches(len(self.lengths), scfg.batch_size, self.cfg.seed + ALL_STAGES.index(stage))
         self.model.train()
         start, window, losses = time.time(), time.time(), []
         with progress() as bar:
@@ -253,17 +255,13 @@ class Trainer:
         console.print(f"stage [bold]{stage}[/] complete: loss {final_loss:.4f} in {seconds:.0f} s → {target}")
 
     def _batch(self, indices: torch.Tensor) -> dict:
-        """Collate samples `indices`: right-padded ids/labels plus cached features or fresh pixels."""
-        ids = [self.encoded[i][0] for i in indices.tolist()]
-        labels = [self.encoded[i][1] for i in indices.tolist()]
-        lengths = torch.tensor([len(x) for x in ids])
-        input_ids = pad(ids, self.model.tokenizer.pad_token_id)  # (B, L)
+        """Samples `indices` as one batch: right-padded ids and labels, cached features or fresh pixels."""
+        lengths = self.lengths[indices]  # (B,)
+        width = int(lengths.max())
         batch = {
-            "input_ids": input_ids.to(self.device),
-            "attention_mask": (torch.arange(input_ids.shape[1])[None] < lengths[:, None])
-            .long()
-            .to(self.device),
-            "labels": pad(labels, IGNORE_INDEX).to(self.device),
+            "input_ids": self.input_ids[indices, :width].to(self.device),  # (B, L)
+            "attention_mask": (torch.arange(width)[None] < lengths[:, None]).long().to(self.device),
+            "labels": self.labels[indices, :width].to(self.device),
         }
         images = self.image_of[indices]
         if self.features is not None:
