@@ -23,7 +23,7 @@ def main(root: Path) -> None:
         seed = s["run_id"].split("_s")[-1].split("-")[0]
         print(
             f"| {seed} | " + " | ".join(cells) + f" | **{sc['overall']:.3f}** | {bl['majority']:.3f} | "
-            f"+{sc['overall'] - bl['majority']:.3f} | {s['wall_time_s']:.0f} s |"
+            f"{sc['overall'] - bl['majority']:+.3f} | {s['wall_time_s']:.0f} s |"
         )
     mean = lambda f: statistics.mean(f(s) for s in runs)  # noqa: E731
     majority = {c: runs[0]["baselines"]["synthvqa"]["categories"][c]["majority"] for c in CATEGORIES}
@@ -31,11 +31,11 @@ def main(root: Path) -> None:
     print(
         "| mean margin | "
         + " | ".join(
-            f"+{mean(lambda s, c=c: s['scores']['synthvqa']['categories'][c]) - majority[c]:.3f}"
+            f"{mean(lambda s, c=c: s['scores']['synthvqa']['categories'][c]) - majority[c]:+.3f}"
             for c in CATEGORIES
         )
         + f" | **{mean(lambda s: s['scores']['synthvqa']['overall']):.3f}** | {mean(lambda s: s['baselines']['synthvqa']['majority']):.3f} | "
-        f"+{mean(lambda s: s['scores']['synthvqa']['overall'] - s['baselines']['synthvqa']['majority']):.3f} | |"
+        f"{mean(lambda s: s['scores']['synthvqa']['overall'] - s['baselines']['synthvqa']['majority']):+.3f} | |"
     )
 
 
