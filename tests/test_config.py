@@ -62,6 +62,7 @@ def test_bad_overrides_are_one_line(override, message):
         ("stage.finetune.lr=abc", "stage.finetune.lr='abc' must be a positive float"),
         ("stage.align.steps=0", "stage.align.steps=0 must be a positive int"),
         ("stages=[align,bake]", "unknown stage(s) ['bake']"),
+        ("optim.schedule=linear", "optim.schedule='linear' is not one of cosine, wsd, constant"),
     ],
 )
 def test_bad_values_are_caught_before_work(compose, override, message):

@@ -105,3 +105,13 @@ def test_stage_cannot_run_after_a_later_one(cache_dir, tmp_path):
     assert result.returncode != 0 and "stage prealign would run after align" in result.stderr
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
     assert (run / "checkpoints" / "align" / "stage.json").is_file()  # nothing already written is lost
+
+
+def test_val_every_logs_per_category_val_curves(cache_dir, tmp_path):
+    run = tmp_path / "run"
+    cli("train", "debug=fast", "logger=none", f"run_dir={run}", "stages=[finetune]", "train.val_every=2")
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [m for m in metrics if "val/overall" in m]
+    assert [m["step"] for m in val] == [2, 4]  # every 2 of debug=fast's 4 finetune steps
+    categories = {"color", "shape", "count", "position", "existence", "text"}
+    assert all({f"val/{c}" for c in categories} <= set(m) and 0 <= m["val/overall"] <= 1 for m in val)

@@ -39,12 +39,10 @@ def evaluate(
 
     benchmark = cfg.data.name
     split = datasets.load(cfg, cfg.eval.split)
-    samples = split.samples[: cfg.eval.max_samples] if cfg.eval.max_samples else split.samples
     model = (model or load_model(cfg, run)).to(device or "cpu").eval()
-    records, visual_counts = _answer(model, split, samples, cfg.eval.batch_size, cfg.eval.max_new_tokens)
+    records, scores, visual_counts = score_split(model, split, cfg, cfg.eval.max_samples)
     atomic_write(run.path / "eval" / f"{benchmark}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
-    scores = _scores(records, cfg.eval.split)
     baselines = blind_baselines(datasets.load(cfg, "train"), records)
     scores["margin_over_majority"] = {
         **{
@@ -71,6 +69,15 @@ def evaluate(
             }
         )
     return scores
+
+
+def score_split(
+    model: MultimodalLM, split: Split, cfg: DictConfig, max_samples: int | None = None
+) -> tuple[list[dict], dict, torch.Tensor]:
+    """Greedy answers to the first `max_samples` questions of `split` (all by default), scored per category."""
+    samples = split.samples[:max_samples] if max_samples else split.samples
+    records, visual_counts = _answer(model, split, samples, cfg.eval.batch_size, cfg.eval.max_new_tokens)
+    return records, _scores(records, split.name), visual_counts
 
 
 @torch.no_grad()

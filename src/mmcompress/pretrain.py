@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -44,6 +43,7 @@ from mmcompress.data import synthvqa
 from mmcompress.data.world import world_dir, world_spec
 from mmcompress.errors import ConfigError
 from mmcompress.llm import build_word_tokenizer
+from mmcompress.optim import scheduler
 
 PRETRAIN_VERSION = 1  # bump when the recipe's code changes what it produces
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -156,10 +156,7 @@ def pretrain_expert(expert: DictConfig, cfg: DictConfig, out: Path) -> dict:
         ]
     steps, batch = cfg.pretrain.steps, cfg.pretrain.batch_size
     optimizer = torch.optim.AdamW(params, lr=cfg.pretrain.lr, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
-    )
+    schedule = scheduler(optimizer, "cosine", steps, warmup_ratio=0.05)
     layer = expert.select_layer
     with progress() as bar:
         task = bar.add_task(f"pretrain {expert.family} ({mini.objective})", total=steps, info="")

@@ -8,7 +8,6 @@ completed stages, runs the rest and evaluates. A stage's checkpoint directory ap
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import time
@@ -23,8 +22,9 @@ from mmcompress.assembly import build_model, load_model, save_parts
 from mmcompress.console import console, progress
 from mmcompress.data.llava import IGNORE_INDEX, Split, encode_for_training, open_image, pad
 from mmcompress.errors import ConfigError, UserError
-from mmcompress.evaluation import evaluate
+from mmcompress.evaluation import evaluate, score_split
 from mmcompress.model import MultimodalLM
+from mmcompress.optim import check_schedule, scheduler
 from mmcompress.rundir import RunDir, environment, run_id
 from mmcompress.tracking import Tracker
 
@@ -56,6 +56,7 @@ def validate(cfg: DictConfig) -> None:
                 or value <= 0
             ):
                 raise ConfigError(f"stage.{name}.{key}={value!r} must be a positive {kind.__name__}")
+    check_schedule(cfg.optim.schedule)
     missing = OmegaConf.missing_keys(cfg)
     if missing:
         key = sorted(missing)[0]
@@ -166,6 +167,7 @@ class Trainer:
         self.labels = pad([labels for _, labels in encoded], IGNORE_INDEX)  # (S, L_max)
         self.image_of = torch.tensor([s.image for s in split.samples])  # (S,) sample → image index
         self.features: dict[str, torch.Tensor] | None = None  # expert → (n_images, N, C), frozen experts only
+        self.val_split: Split | None = None  # loaded on first use by train.val_every
 
     def run_stage(self, stage: str, run: RunDir) -> None:
         scfg = self.cfg.stage[stage]
@@ -180,11 +182,8 @@ class Trainer:
         optimizer = torch.optim.AdamW(
             params, lr=scfg.lr, weight_decay=self.cfg.optim.weight_decay, betas=tuple(self.cfg.optim.betas)
         )
-        warmup = max(1, int(self.cfg.optim.warmup_ratio * scfg.steps))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / scfg.steps))),
-        )
+        optim = self.cfg.optim
+        schedule = scheduler(optimizer, optim.schedule, scfg.steps, optim.warmup_ratio, optim.decay_ratio)
         order = _shuffled_batches(len(self.lengths), scfg.batch_size, self.cfg.seed + ALL_STAGES.index(stage))
         self.model.train()
         start, window, losses = time.time(), time.time(), []
@@ -216,10 +215,26 @@ class Trainer:
                     self.tracker.log(record)
                     bar.update(task, info=f"loss {record['loss']:.4f}")
                     window, losses = time.time(), []
+                if self.cfg.train.val_every and (step % self.cfg.train.val_every == 0 or step == scfg.steps):
+                    self._validate(stage, step)
+                    window = time.time()
                 bar.update(task, advance=1)
         final = record["loss"]
         self._save(
             stage, run, list(scfg.trainable), optimizer, schedule, scfg.steps, final, time.time() - start
+        )
+
+    def _validate(self, stage: str, step: int) -> None:
+        """Score the val split now: per-category curves show when each skill is learned."""
+        if self.val_split is None:
+            self.val_split = datasets.load(self.cfg, "val")
+        _, scores, _ = score_split(self.model.eval(), self.val_split, self.cfg, self.cfg.train.val_samples)
+        self.model.train()
+        values = {"overall": scores["overall"], **scores["categories"]}
+        self.tracker.log({"stage": stage, "step": step, **{f"val/{k}": v for k, v in values.items()}})
+        console.print(
+            f"{stage} step {step} · val " + " ".join(f"{k} {v:.3f}" for k, v in values.items()),
+            highlight=False,
         )
 
     def _save(self, stage, run, trained, optimizer, schedule, steps, final_loss, seconds) -> None:
