@@ -105,6 +105,74 @@ def config(
     typer.echo(to_yaml(_compose(overrides, config_dir)), nl=False)
 
 
+@app.command()
+def sweep(
+    overrides: Overrides = None,
+    config_dir: ConfigDirs = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the runs and what each would do; launch nothing.")
+    ] = False,
+) -> None:
+    """Expand Hydra sweep overrides (a=1,2 · range() · choice() · glob()) into runs and launch them.
+
+    Finished runs are skipped and interrupted ones resumed, since a run's directory is named by its config;
+    one failing run does not stop the others. The launcher is a config group: launcher=local|parallel|slurm.
+    """
+    from mmcompress.config import extra_config_dirs
+    from mmcompress.sweep import launch, plan, print_plan
+
+    dirs = extra_config_dirs(config_dir or [])
+    planned = plan(overrides or [], dirs)
+    print_plan(planned)
+    if dry_run:
+        return
+    done = launch(planned, dirs)
+    failed = [j for j in done.jobs if j.status == "failed"]
+    console.print(
+        f"sweep {done.id}: {sum(j.status == 'complete' for j in done.jobs)} complete, "
+        f"{sum(j.status == 'skipped' for j in done.jobs)} skipped, {len(failed)} failed · "
+        f"mmcompress report {done.directory}"
+    )
+    typer.echo(str(done.directory))
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Run directories, sweep directories, or any directory holding runs (default: runs/).",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Report folder (default: <first path>/report).")
+    ] = None,
+    wandb: Annotated[
+        bool, typer.Option("--wandb", help="Also log the table and plots to W&B (project: --project).")
+    ] = False,
+    project: Annotated[str, typer.Option("--project", help="W&B project for --wandb.")] = "mmcompress",
+) -> None:
+    """Tables and plots from run directories: report.md, report.html, runs.csv and PNG plots.
+
+    Seeds of one configuration are aggregated (mean ± std); failed and unfinished runs are listed, never
+    dropped; the best configuration is selected on val and reported on test. Needs no network.
+    """
+    from mmcompress import report as reporting
+
+    paths = paths or [Path("runs")]
+    built = reporting.Report.build(paths)
+    built.print()
+    target = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "report"
+    written = reporting.write(built, target)
+    if wandb:
+        reporting.log_to_wandb(built, written, project)
+    console.print(f"report written to {target}: " + ", ".join(p.name for p in written.values()))
+    typer.echo(str(target))
+
+
 @app.command("pretrain-expert")
 def pretrain_expert(
     expert: Annotated[
@@ -141,7 +209,9 @@ def main() -> None:
     """Entry point: one-line errors with exit status, full tracebacks only with --debug."""
     debug = "--debug" in sys.argv[1:3]
     try:
-        app(standalone_mode=False)
+        status = app(standalone_mode=False)  # click returns a command's typer.Exit code instead of exiting
+        if isinstance(status, int) and status:
+            sys.exit(status)
     except UserError as exc:
         if debug:
             raise

@@ -58,7 +58,12 @@ def evaluate(
         "max": int(counts.max()),
         "definition": "visual tokens fed to the LLM per image",
     }
-    run.update_summary(scores={benchmark: scores}, baselines={benchmark: baselines}, visual_tokens=visual)
+    summary = {"scores": {benchmark: scores}, "baselines": {benchmark: baselines}, "visual_tokens": visual}
+    if cfg.eval.val and cfg.eval.split != "val":
+        _, summary["val_scores"], _ = score_split(model, datasets.load(cfg, "val"), cfg, cfg.eval.max_samples)
+        summary["val_scores"] = {benchmark: summary["val_scores"]}
+    summary["flops"] = question_flops(model, split)
+    run.update_summary(**summary)
     _print(benchmark, scores, baselines)
     if tracker is not None:
         tracker.log_table(f"{benchmark}/predictions", records[: cfg.eval.log_examples])
@@ -78,6 +83,26 @@ def score_split(
     samples = split.samples[:max_samples] if max_samples else split.samples
     records, visual_counts = _answer(model, split, samples, cfg.eval.batch_size, cfg.eval.max_new_tokens)
     return records, _scores(records, split.name), visual_counts
+
+
+@torch.no_grad()
+def question_flops(model: MultimodalLM, split: Split) -> dict:
+    """Forward FLOPs to answer one question: encode its image, project, and prefill the prompt."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sample = split.samples[0]
+    device = next(model.parameters()).device
+    pixels = {
+        n: e.preprocess([open_image(split.images[sample.image])]).to(device) for n, e in model.experts.items()
+    }
+    ids = torch.tensor([encode_prompts([sample], model.tokenizer)[0]], device=device)  # (1, L)
+    with FlopCounterMode(display=False) as counter:
+        model.generate(ids, torch.ones_like(ids), model.encode_images(pixels), max_new_tokens=1)
+    return {
+        "per_question": counter.get_total_flops(),
+        "definition": "forward FLOPs (a multiply-add counts 2) to encode the image, project its tokens and "
+        "prefill the prompt of one question, batch 1; counted by torch.utils.flop_counter",
+    }
 
 
 @torch.no_grad()

@@ -44,8 +44,8 @@ from mmcompress.data.world import world_dir, world_spec
 from mmcompress.errors import ConfigError
 from mmcompress.llm import build_word_tokenizer
 from mmcompress.optim import scheduler
+from mmcompress.versioning import source_digest
 
-PRETRAIN_VERSION = 1  # bump when the recipe's code changes what it produces
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
 OBJECTIVES = ("dense", "contrastive", "dense+contrastive")
 _BACKGROUND_WEIGHT = 0.34  # an item covering more than ~25% of a patch labels it
@@ -59,7 +59,9 @@ def mini_expert_dir(expert: DictConfig, cfg: DictConfig) -> Path:
         "select_layer": expert.select_layer,
         "schedule": OmegaConf.to_container(cfg.pretrain, resolve=True),
         "world": world_spec(cfg).cache_key(),
-        "version": PRETRAIN_VERSION,
+        "code": source_digest(
+            "pretrain.py", "optim.py", *(("llm.py",) if "contrastive" in expert.mini.objective else ())
+        ),
     }
     key = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
     return Path(cfg.paths.cache).expanduser() / "experts" / f"{expert.family}-mini-{key}"

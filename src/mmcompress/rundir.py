@@ -4,8 +4,8 @@
 
 Files are replaced atomically (write to a temporary file, then rename), so a run never looks more
 finished than it is. The run id is a hash of the resolved config minus the keys that do not change
-what is trained (logging, paths, the stage list, evaluation settings), so the same config finds the
-same run and resumes it.
+what is trained (logging, launcher, paths, the stage list, evaluation settings), plus the code version,
+so the same config and code find the same run and resume it, and changed code starts afresh.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 
 import mmcompress
 from mmcompress.errors import UserError
+from mmcompress.versioning import code_version
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "complete", "failed", "interrupted")
 # Top-level keys that do not change the trained model; they are left out of the run id.
-RUN_ID_EXCLUDED = ("logger", "paths", "run_dir", "stages", "eval", "train", "device", "name")
+RUN_ID_EXCLUDED = ("logger", "launcher", "paths", "run_dir", "stages", "eval", "train", "device", "name")
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -38,6 +39,7 @@ def run_id(cfg: DictConfig) -> str:
     for key in RUN_ID_EXCLUDED:
         content.pop(key, None)
     content["choices"] = {k: v for k, v in content.get("choices", {}).items() if k not in RUN_ID_EXCLUDED}
+    content["code_version"] = code_version()  # changed code never reuses a run made by other code
     digest = hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
     choices = cfg.choices
     return f"{choices.get('encoder', 'enc')}_{choices.get('llm', 'llm')}_{choices.get('data', 'data')}_s{cfg.seed}-{digest}"
@@ -65,6 +67,7 @@ def environment() -> dict[str, Any]:
 
     return {
         "git_sha": _git_sha(),
+        "code_version": code_version(),
         "mmcompress": mmcompress.__version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mmcompress.errors import ConfigError
+from mmcompress.versioning import source_digest
 
 __all__ = [
     "CATEGORIES",
@@ -47,7 +48,7 @@ __all__ = [
     "generate",
 ]
 
-SYNTHVQA_VERSION = 1
+SYNTHVQA_VERSION = source_digest("data/synthvqa.py")  # the generator's code version keys its cache
 
 CATEGORIES = ("color", "shape", "count", "position", "existence", "text")
 COLORS: dict[str, tuple[int, int, int]] = {
