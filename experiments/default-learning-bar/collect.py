@@ -7,7 +7,7 @@ import statistics
 import sys
 from pathlib import Path
 
-CATEGORIES = ("color", "shape", "count", "position", "existence", "text")
+from mmcompress.data.synthvqa import CATEGORIES
 
 
 def main(root: Path) -> None:

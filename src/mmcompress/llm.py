@@ -70,6 +70,7 @@ def build_tiny_llm(cfg: DictConfig, tokenizer: PreTrainedTokenizerFast, seed: in
         num_attention_heads=cfg.heads,
         num_key_value_heads=cfg.heads,
         max_position_embeddings=cfg.max_position_embeddings,
+        initializer_range=cfg.initializer_range,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
