@@ -115,3 +115,14 @@ def test_no_runs_is_a_clear_error(tmp_path):
 
     with pytest.raises(UserError, match="no runs found"):
         Report.build([tmp_path])
+
+
+def test_report_cli_writes_the_folder_and_mirrors_to_wandb_offline(fake_runs, tmp_path):
+    from .conftest import cli
+
+    out = tmp_path / "report"
+    result = cli("report", str(fake_runs), "--out", str(out), "--wandb", env={"WANDB_MODE": "offline"})
+    assert result.stdout.strip().splitlines()[-1] == str(out)
+    assert {"report.md", "report.html", "runs.csv", "categories.png"} <= {p.name for p in out.iterdir()}
+    assert list(out.glob("wandb/offline-run-*/run-*.wandb"))  # the W&B mirror, synced later
+    assert "best configuration (selected on val" in " ".join(result.stderr.split())

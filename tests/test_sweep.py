@@ -88,10 +88,15 @@ def test_sweep_end_to_end_skips_finished_runs_and_reports_failures(cache_dir, tm
     assert "failed" in (out / "report.md").read_text()
 
 
-def test_dry_run_lists_without_running(cache_dir, tmp_path):
-    result = cli("sweep", "debug=fast", f"paths.runs={tmp_path}", "seed=range(0,3)", "--dry-run")
-    assert all(f"seed={s}" in result.stderr for s in range(3)) and "3 runs" in result.stderr
-    assert not list(tmp_path.rglob("summary.json"))
+def test_dry_run_plans_skip_resume_and_run_without_running(cache_dir, tmp_path):
+    runs = f"paths.runs={tmp_path}"
+    cli("train", "debug=fast", "logger=none", runs, "seed=1", "stages=[prealign,align]")  # an unfinished run
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    result = cli("sweep", "debug=fast", "logger=none", runs, "seed=range(0,3)", "--dry-run")
+    plan = " ".join(result.stderr.split())
+    assert "3 runs" in plan and all(f"seed={s}" in plan for s in range(3))
+    assert plan.count("│ run │") == 2 and plan.count("│ resume │") == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # a dry run writes nothing
 
 
 @pytest.mark.slow
