@@ -70,3 +70,44 @@ def tiny_llama(tokenizer, *, hidden: int = 32, layers: int = 2, heads: int = 4):
         eos_token_id=tokenizer.eos_token_id,
     )
     return LlamaForCausalLM(config)
+
+
+def tiny_expert_checkpoint(family: str, directory: Path, *, v2: bool = False) -> Path:
+    """A randomly initialised expert of `family` saved with `save_pretrained` (model and image processor),
+    as a real checkpoint directory would be: CLIP 32 px / 8 px patches, ConvNeXt with stride 4–32, SAM at
+    64 px with 8 px patches, Pix2Struct with 8 px patches and up to 64 of them."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    if family == "clip":
+        config = tf.CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=32, patch_size=8,
+        )  # fmt: skip
+        model = tf.CLIPVisionModel(config)
+        processor = tf.CLIPImageProcessorPil(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        )
+    elif family == "convnext":
+        config_class = tf.ConvNextV2Config if v2 else tf.ConvNextConfig
+        config = config_class(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], patch_size=4)
+        model = (tf.ConvNextV2Model if v2 else tf.ConvNextModel)(config)
+        processor = tf.ConvNextImageProcessorPil(size={"shortest_edge": 64}, crop_pct=1.0)
+    elif family == "sam":
+        config = tf.SamVisionConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=8,
+            output_channels=16, window_size=4, global_attn_indexes=[1], mlp_dim=64,
+        )  # fmt: skip
+        model = tf.SamVisionModel(config)
+        processor = tf.SamImageProcessorPil()
+    else:
+        config = tf.Pix2StructVisionConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, d_kv=16, d_ff=64,
+            patch_embed_hidden_size=8 * 8 * 3, seq_len=64,
+        )  # fmt: skip
+        model = tf.Pix2StructVisionModel(config)
+        processor = tf.Pix2StructImageProcessorPil(patch_size={"height": 8, "width": 8}, max_patches=64)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from mmcompress.data.llava import IGNORE_INDEX, pad
@@ -24,7 +25,8 @@ def tiny_model(seed: int = 0) -> MultimodalLM:
     torch.manual_seed(seed)
     tokenizer = build_word_tokenizer(["what color is it ? red blue green yes no"])
     llm = tiny_llama(tokenizer)
-    model = MultimodalLM({}, ChannelConcat({"x": C}), KeepAll(), PROJECTORS["mlp"](C, 32, 2), llm, tokenizer)
+    fusion = ChannelConcat({"x": C}, (1, N), OmegaConf.create({}))
+    model = MultimodalLM({}, fusion, KeepAll(), PROJECTORS["mlp"](C, 32, 2), {}, llm, tokenizer)
     return model.eval()
 
 

@@ -21,7 +21,7 @@ def test_patch_majority_labels_each_patch_by_its_dominant_item():
     masks[0, :2, :2] = 1  # patch 0 fully item 1
     masks[0, 0, 2] = 2  # patch 1: a quarter item 2 → still background (needs > ~25%)
     masks[0, 2:, 0:2] = torch.tensor([[3, 3], [0, 0]])  # patch 2: half item 3 → item 3
-    assert _patch_majority(masks, 2).tolist() == [[1, 0, 3, 0]]
+    assert _patch_majority(masks, (2, 2)).tolist() == [[1, 0, 3, 0]]
 
 
 @pytest.mark.parametrize("objective", ["dense", "contrastive", "dense+contrastive"])
@@ -32,9 +32,30 @@ def test_reduced_scale_rebuild_loads_like_a_real_checkpoint(compose, objective):
     metrics = json.loads((path / "pretrain_metrics.json").read_text())
     assert metrics["objective"] == objective and metrics["steps"] == 3
     model = CLIPVisionModel.from_pretrained(path)
-    assert model.config.image_size == cfg.world.image_size and model.config.patch_size == 8
-    expert = CLIPExpert.from_pretrained("clip", str(path), select_layer=-2)
+    assert (
+        model.config.image_size == cfg.encoder.experts.clip.mini.image_size and model.config.patch_size == 8
+    )
+    expert = CLIPExpert.from_pretrained("clip", str(path), {"select_layer": -2})
     assert expert.grid == (8, 8) and expert.channels == 128
+
+
+@pytest.mark.parametrize(
+    ("family", "probe", "grid", "channels"),
+    [
+        ("convnext", "image_accuracy", (8, 8), 128),  # stage 3 of 128 px at stride 16
+        ("sam", "patch_accuracy", (8, 8), 256),  # 16×16×64 neck, pixel-unshuffled ×2
+        ("pix2struct", "patch_accuracy", (8, 8), 96),  # 8×8 patches of 16 px
+    ],
+)
+def test_each_family_pretrains_its_mini_expert_and_loads_it(compose, family, probe, grid, channels):
+    from mmcompress.assembly import load_experts
+
+    cfg = compose(f"encoder=clip+{family}", "pretrain.steps=3", "grid=[8,8]")
+    path = ensure_mini_expert(cfg.encoder.experts[family], cfg)
+    metrics = json.loads((path / "pretrain_metrics.json").read_text())
+    assert metrics["objective"] == cfg.encoder.experts[family].mini.objective and metrics[probe]
+    experts = load_experts(cfg, lambda name, expert: ensure_mini_expert(expert, cfg))
+    assert experts[family].grid == grid and experts[family].channels == channels
 
 
 def test_dense_pretraining_learns_patch_colours(compose):
@@ -50,18 +71,32 @@ def test_cli_pretrain_expert_is_cached(cache_dir):
     stamp = metrics.stat().st_mtime_ns
     assert cli("pretrain-expert", "clip", "debug=fast").stdout.strip() == first
     assert metrics.stat().st_mtime_ns == stamp
-    bad = cli("pretrain-expert", "sam", "debug=fast", check=False)
-    assert bad.returncode != 0 and "expert 'sam' is not in encoder=clip" in bad.stderr
+    bad = cli("pretrain-expert", "vit", "debug=fast", check=False)
+    assert bad.returncode != 0 and "unknown encoder 'vit'" in bad.stderr
+    real = cli("pretrain-expert", "clip", "encoder=clip-l336", check=False)
+    assert real.returncode != 0 and "real checkpoint" in real.stderr
 
 
-def test_default_recipe_ships_with_the_package():
-    """If the default recipe changes, rebuild and ship it: `mmcompress pretrain-expert clip --ship`."""
-    cfg = load_config([])
-    name = mini_expert_dir(cfg.encoder.experts.clip, cfg).name
+# The probe each shipped expert must clear on val: what its objective makes it good at.
+SHIPPED_PROBES = {
+    "clip": ("patch_accuracy", "shape", 0.9),
+    "convnext": ("image_accuracy", "color", 0.8),
+    "sam": ("patch_accuracy", "shape", 0.8),
+    "pix2struct": ("patch_accuracy", "word", 0.8),
+}
+
+
+@pytest.mark.parametrize("family", list(SHIPPED_PROBES))
+def test_default_recipes_ship_with_the_package(family):
+    """If a default recipe changes, rebuild and ship it: `mmcompress pretrain-expert FAMILY --ship`."""
+    cfg = load_config([f"encoder={family}"])
+    expert = cfg.encoder.experts[family]
+    name = mini_expert_dir(expert, cfg).name
     shipped = SHIPPED_WEIGHTS / name
     assert (shipped / "model.safetensors").is_file(), (
-        f"{name} is not shipped; run `mmcompress pretrain-expert clip --ship`"
+        f"{name} is not shipped; run `mmcompress pretrain-expert {family} --ship`"
     )
     metrics = json.loads((shipped / "pretrain_metrics.json").read_text())
-    assert metrics["steps"] == cfg.pretrain.steps and metrics["patch_accuracy"]["shape"] > 0.9
-    assert ensure_mini_expert(cfg.encoder.experts.clip, cfg) == shipped  # found without building
+    group, key, floor = SHIPPED_PROBES[family]
+    assert metrics["steps"] == cfg.pretrain.steps and metrics[group][key] > floor
+    assert ensure_mini_expert(expert, cfg) == shipped  # found without building

@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mmcompress.data.llava import Split
 from mmcompress.encoders import EXPERTS, VisionExpert
-from mmcompress.errors import UserError
+from mmcompress.errors import ConfigError, UserError
 from mmcompress.fusion import FUSIONS
 from mmcompress.llm import build_tiny_llm, build_word_tokenizer, load_llm
 from mmcompress.model import MultimodalLM
@@ -27,9 +27,10 @@ from mmcompress.rundir import RunDir
 
 STAGE_ORDER = ("init", "prealign", "align", "finetune")
 MODULES_FILE = "modules.safetensors"
+EXPERT_SOURCE_KEYS = ("family", "checkpoint", "mini")  # where an expert comes from, not how it is used
 
 
-def _expert_source(name: str, expert: DictConfig, cfg: DictConfig) -> str:
+def expert_source(name: str, expert: DictConfig, cfg: DictConfig) -> str:
     if expert.checkpoint == "mini":
         if expert.get("mini") is None:
             raise UserError(f"encoder expert '{name}' asks for checkpoint=mini but has no `mini` recipe")
@@ -37,29 +38,55 @@ def _expert_source(name: str, expert: DictConfig, cfg: DictConfig) -> str:
     return str(expert.checkpoint)
 
 
+def load_experts(cfg: DictConfig, source_of) -> dict[str, VisionExpert]:
+    """Every configured expert, loaded from `source_of(name, expert_cfg)` and placed on the common grid."""
+    experts = {}
+    for name, expert in cfg.encoder.experts.items():
+        spec = {
+            k: v
+            for k, v in OmegaConf.to_container(expert, resolve=True).items()
+            if k not in EXPERT_SOURCE_KEYS
+        }
+        experts[name] = EXPERTS[expert.family].from_pretrained(name, str(source_of(name, expert)), spec)
+    grid = tuple(cfg.grid) if cfg.get("grid") else next(iter(experts.values())).native_grid
+    if len(grid) != 2 or min(grid) <= 0:
+        raise ConfigError(f"grid={list(grid)}: give [rows, cols] of the common token grid, e.g. grid=[8,8]")
+    for expert in experts.values():
+        expert.place_on_grid(grid)
+    return experts
+
+
 def _assemble(cfg: DictConfig, experts: dict[str, VisionExpert], llm, tokenizer) -> MultimodalLM:
-    fusion = FUSIONS[cfg.fusion.name](channels={n: e.channels for n, e in experts.items()}, cfg=cfg.fusion)
+    channels = {name: e.channels for name, e in experts.items()}
+    fusion = FUSIONS[cfg.fusion.name](channels, next(iter(experts.values())).grid, cfg.fusion)
     pruner = PRUNERS[cfg.pruning.name](cfg=cfg.pruning)
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        projector = PROJECTORS[cfg.projector.name](
-            fusion.out_channels, llm.config.get_text_config().hidden_size, cfg.projector.depth
-        )
-    return MultimodalLM(experts, fusion, pruner, projector, llm, tokenizer)
+    width = llm.config.get_text_config().hidden_size
+
+    def projector(in_channels: int) -> nn.Module:
+        with torch.random.fork_rng():  # every projector starts alike for a seed, whatever was built before
+            torch.manual_seed(cfg.seed)
+            return PROJECTORS[cfg.projector.name](in_channels, width, cfg.projector.depth)
+
+    prealign = {name: projector(c) for name, c in channels.items()}
+    return MultimodalLM(experts, fusion, pruner, projector(fusion.out_channels), prealign, llm, tokenizer)
 
 
 def _trainable_modules(model: MultimodalLM) -> nn.ModuleDict:
     """The non-HF modules saved as one safetensors file per stage."""
-    return nn.ModuleDict({"fusion": model.fusion, "projector": model.projector, "pruner": model.pruner})
+    return nn.ModuleDict(
+        {
+            "fusion": model.fusion,
+            "projector": model.projector,
+            "prealign_projectors": model.prealign_projectors,
+            "pruner": model.pruner,
+        }
+    )
 
 
 def build_model(cfg: DictConfig, train: Split, run: RunDir) -> MultimodalLM:
     """A fresh model for a new run; writes checkpoints/init so the run can always be reloaded."""
     init = run.checkpoint("init")
-    experts = {}
-    for name, expert in cfg.encoder.experts.items():
-        source = _expert_source(name, expert, cfg)
-        experts[name] = EXPERTS[expert.family].from_pretrained(name, source, select_layer=expert.select_layer)
+    experts = load_experts(cfg, lambda name, expert: expert_source(name, expert, cfg))
     if cfg.llm.name == "tiny":
         texts = [m["content"] for s in train.samples for m in s.messages]
         tokenizer = build_word_tokenizer(texts)
@@ -102,12 +129,9 @@ def load_model(cfg: DictConfig, run: RunDir) -> MultimodalLM:
         found = [run.checkpoint(s) / part for s in stages if (run.checkpoint(s) / part).exists()]
         return found[-1] if found else None
 
-    experts = {}
-    for name, expert in cfg.encoder.experts.items():
-        source = latest(f"experts/{name}") or _expert_source(name, expert, cfg)
-        experts[name] = EXPERTS[expert.family].from_pretrained(
-            name, str(source), select_layer=expert.select_layer
-        )
+    experts = load_experts(
+        cfg, lambda name, expert: latest(f"experts/{name}") or expert_source(name, expert, cfg)
+    )
     llm_dir = latest("llm")
     if llm_dir is not None:
         llm, tokenizer = load_llm(llm_dir)

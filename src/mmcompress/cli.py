@@ -192,10 +192,12 @@ def pretrain_expert(
     from mmcompress.pretrain import ship as ship_expert
 
     cfg = _compose(overrides, config_dir)
+    if expert not in cfg.encoder.experts:  # `pretrain-expert sam` alone: the expert's own encoder config
+        cfg = _compose([f"encoder={expert}", *(overrides or [])], config_dir)
     experts = cfg.encoder.experts
     if expert not in experts:
         raise UserError(
-            f"expert '{expert}' is not in encoder={cfg.choices.encoder}; its experts: {', '.join(experts)}"
+            f"no expert '{expert}' in encoder={cfg.choices.encoder}; its experts: {', '.join(experts)}"
         )
     if experts[expert].get("mini") is None:
         raise UserError(

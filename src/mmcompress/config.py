@@ -59,7 +59,7 @@ def group_options(extra_dirs: Sequence[Path] = ()) -> dict[str, list[str]]:
 
 def load_config(overrides: Sequence[str] = (), extra_dirs: Sequence[Path] = ()) -> DictConfig:
     """Compose the config from overrides; `cfg.choices` records the option chosen in every group."""
-    overrides = list(overrides)
+    overrides, mixture = _expert_mixture(overrides)
     search = ["hydra.searchpath=[" + ",".join(f"file://{d}" for d in extra_dirs) + "]"] if extra_dirs else []
     GlobalHydra.instance().clear()
     try:
@@ -74,10 +74,36 @@ def load_config(overrides: Sequence[str] = (), extra_dirs: Sequence[Path] = ()) 
     finally:
         GlobalHydra.instance().clear()
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/") and v}
+    if mixture:
+        choices["encoder"] = mixture
+        if len(cfg.encoder.experts) < mixture.count("+") + 1:
+            raise ConfigError(
+                f"encoder={mixture}: two of these configs define the same expert ({', '.join(cfg.encoder.experts)}); "
+                "a mixture joins different experts"
+            )
     with open_dict(cfg):
         del cfg["hydra"]
         cfg.choices = choices
     return cfg
+
+
+def _expert_mixture(overrides: Sequence[str]) -> tuple[list[str], str | None]:
+    """`encoder=clip+sam` → Hydra's multi-option selection `encoder=[clip,sam]` (each file adds its expert
+    under `encoder.experts`, in order); returns the rewritten overrides and the mixture's name."""
+    rewritten, mixture = [], None
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key == "encoder" and "+" in value:
+            names = [n.strip() for n in value.split("+")]
+            if "" in names or len(set(names)) < len(names):
+                raise ConfigError(
+                    f"encoder={value}: join distinct expert configs with '+', e.g. encoder=clip+sam"
+                )
+            rewritten.append(f"encoder=[{','.join(names)}]")
+            mixture = value
+        else:
+            rewritten.append(override)
+    return rewritten, mixture
 
 
 def _first_line(exc: BaseException) -> str:
@@ -89,7 +115,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _unknown_option_message(exc: MissingConfigException, extra_dirs: Sequence[Path]) -> str:
-    match = re.search(r"Could not find '([^']+)/([^'/]+)'", str(exc))
+    match = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", str(exc))
     if not match:
         return f"config not found: {_first_line(exc)}"
     group, name = match.groups()

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from mmcompress import data as datasets
 from mmcompress.console import console, progress
 from mmcompress.data.llava import Split, encode_prompts, open_image, pad
+from mmcompress.features import split_features
 from mmcompress.metrics import EXACT_MATCH_DEFINITION, exact_match, normalize_answer
 from mmcompress.model import MultimodalLM
 from mmcompress.rundir import RunDir, atomic_write
@@ -81,7 +82,11 @@ def score_split(
 ) -> tuple[list[dict], dict, torch.Tensor]:
     """Greedy answers to the first `max_samples` questions of `split` (all by default), scored per category."""
     samples = split.samples[:max_samples] if max_samples else split.samples
-    records, visual_counts = _answer(model, split, samples, cfg.eval.batch_size, cfg.eval.max_new_tokens)
+    device = next(model.parameters()).device
+    features = split_features(dict(model.experts), split.images, cfg, device, f"{split.name} images")
+    records, visual_counts = _answer(
+        model, split, samples, features, cfg.eval.batch_size, cfg.eval.max_new_tokens
+    )
     return records, _scores(records, split.name), visual_counts
 
 
@@ -106,7 +111,15 @@ def question_flops(model: MultimodalLM, split: Split) -> dict:
 
 
 @torch.no_grad()
-def _answer(model: MultimodalLM, split: Split, samples, batch_size: int, max_new_tokens: int):
+def _answer(
+    model: MultimodalLM,
+    split: Split,
+    samples,
+    features: dict[str, torch.Tensor] | None,
+    batch_size: int,
+    max_new_tokens: int,
+):
+    """Greedy answers, batch by batch; image features from `features` (one row per image) when given."""
     device = next(model.parameters()).device
     tokenizer = model.tokenizer
     prompts = encode_prompts(samples, tokenizer)
@@ -115,15 +128,20 @@ def _answer(model: MultimodalLM, split: Split, samples, batch_size: int, max_new
         task = bar.add_task("eval", total=len(samples), info=split.name)
         for lo in range(0, len(samples), batch_size):
             chunk = samples[lo : lo + batch_size]
-            images = [open_image(split.images[s.image]) for s in chunk]
-            pixels = {name: e.preprocess(images).to(device) for name, e in model.experts.items()}
+            if features is not None:
+                image_index = torch.tensor([s.image for s in chunk], device=device)
+                batch_features = {name: f[image_index] for name, f in features.items()}  # (B, N, C) each
+            else:
+                images = [open_image(split.images[s.image]) for s in chunk]
+                pixels = {name: e.preprocess(images).to(device) for name, e in model.experts.items()}
+                batch_features = model.encode_images(pixels)
             ids = pad(prompts[lo : lo + batch_size], tokenizer.pad_token_id, side="left")  # (B, L)
             lengths = torch.tensor([len(p) for p in prompts[lo : lo + batch_size]])
             mask = (
                 torch.arange(ids.shape[1])[None] >= (ids.shape[1] - lengths)[:, None]
             )  # (B, L) left padding
             generated, counts = model.generate(
-                ids.to(device), mask.long().to(device), model.encode_images(pixels), max_new_tokens
+                ids.to(device), mask.long().to(device), batch_features, max_new_tokens
             )
             visual_counts.append(counts.cpu())
             for sample, answer in zip(

@@ -1,5 +1,8 @@
 """The multimodal LM: experts → fusion → pruning → projector → spliced into the LLM at `<image>`.
 
+Pre-alignment (EAGLE's stage 1) takes a side path: each expert alone through its own projector, so every
+expert learns to speak to the frozen LLM before the experts are fused.
+
 `MultimodalLM.forward` reads top to bottom as the data flows. Image features may come precomputed
 (frozen experts, cached once per run) or from pixels; everything after the experts is identical.
 Visual tokens carry a keep-mask so methods that keep a different number of tokens per image batch
@@ -16,6 +19,7 @@ from transformers import PreTrainedModel
 from mmcompress.data.llava import IGNORE_INDEX
 from mmcompress.encoders import VisionExpert
 from mmcompress.errors import UserError
+from mmcompress.fusion import ChannelConcat
 from mmcompress.llm import IMAGE_TOKEN
 
 PARAMETER_GROUPS = ("encoder", "fusion", "projector", "llm")
@@ -28,6 +32,7 @@ class MultimodalLM(nn.Module):
         fusion: nn.Module,
         pruner: nn.Module,
         projector: nn.Module,
+        prealign_projectors: dict[str, nn.Module],
         llm: PreTrainedModel,
         tokenizer,
     ) -> None:
@@ -36,6 +41,7 @@ class MultimodalLM(nn.Module):
         self.fusion = fusion
         self.pruner = pruner
         self.projector = projector
+        self.prealign_projectors = nn.ModuleDict(prealign_projectors)  # expert → its own projector
         self.llm = llm
         self.tokenizer = tokenizer
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -45,8 +51,15 @@ class MultimodalLM(nn.Module):
         """Each expert on its own preprocessed pixels → {name: (B, N, C_e)} patch tokens."""
         return {name: expert(pixels[name]) for name, expert in self.experts.items()}
 
-    def visual_tokens(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expert tokens → (B, M, D) LLM-space visual tokens and their (B, M) keep-mask."""
+    def visual_tokens(
+        self, features: dict[str, torch.Tensor], expert: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expert tokens → (B, M, D) LLM-space visual tokens and their (B, M) keep-mask.
+
+        With `expert`, pre-alignment's path: that expert's tokens alone through its own projector."""
+        if expert is not None:
+            visual = self.prealign_projectors[expert](features[expert])  # (B, N, D)
+            return visual, torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device)
         fused = self.fusion(features)  # (B, N, ΣC)
         kept, keep_mask = self.pruner(fused)  # (B, M, ΣC), (B, M)
         return self.projector(kept), keep_mask  # (B, M, D)
@@ -58,10 +71,11 @@ class MultimodalLM(nn.Module):
         labels: torch.Tensor,
         features: dict[str, torch.Tensor] | None = None,
         pixels: dict[str, torch.Tensor] | None = None,
+        expert: str | None = None,
     ) -> torch.Tensor:
-        """Mean cross-entropy over supervised (answer) tokens."""
+        """Mean cross-entropy over supervised (answer) tokens (`expert`: pre-alignment of that expert)."""
         features = features if features is not None else self.encode_images(pixels)
-        visual, visual_mask = self.visual_tokens(features)
+        visual, visual_mask = self.visual_tokens(features, expert)
         embeds, mask, positions, labels = self.splice(input_ids, attention_mask, visual, visual_mask, labels)
         targets = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
         supervised = targets != IGNORE_INDEX
@@ -158,24 +172,34 @@ class MultimodalLM(nn.Module):
         return torch.stack(generated, 1), visual_mask.sum(1)
 
     # ---- what each stage trains --------------------------------------------------------------------------
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+    def parameter_groups(self, stage: str) -> dict[str, list[nn.Parameter]]:
+        """Parameters by group; in pre-alignment `projector` means the per-expert projectors, and `encoder`
+        is always only the experts not marked `frozen`."""
         modules = {
-            "encoder": self.experts,
-            "fusion": self.fusion,
-            "projector": self.projector,
-            "llm": self.llm,
+            "encoder": [e for e in self.experts.values() if not e.spec.get("frozen", False)],
+            "fusion": [self.fusion],
+            "projector": [self.prealign_projectors if stage == "prealign" else self.projector],
+            "llm": [self.llm],
         }
-        return {name: list(module.parameters()) for name, module in modules.items()}
+        return {name: [p for m in parts for p in m.parameters()] for name, parts in modules.items()}
 
-    def set_trainable(self, groups: list[str]) -> list[nn.Parameter]:
-        """Freeze everything but `groups`; return the trainable parameters."""
+    def set_trainable(self, groups: list[str], stage: str) -> dict[str, list[nn.Parameter]]:
+        """Freeze everything but `groups`; return the trainable parameters by group."""
         unknown = set(groups) - set(PARAMETER_GROUPS)
         if unknown:
             raise UserError(
                 f"unknown trainable group(s) {sorted(unknown)}; choose from {', '.join(PARAMETER_GROUPS)}"
             )
         self.requires_grad_(False)
-        trainable = [p for g in groups for p in self.parameter_groups()[g]]
-        for p in trainable:
-            p.requires_grad_(True)
+        trainable = {g: params for g, params in self.parameter_groups(stage).items() if g in groups}
+        for params in trainable.values():
+            for p in params:
+                p.requires_grad_(True)
         return trainable
+
+    def warm_start_projector(self) -> bool:
+        """With one expert passed through unchanged, the joint projector starts as its pre-aligned one."""
+        if len(self.experts) != 1 or not isinstance(self.fusion, ChannelConcat):
+            return False
+        self.projector.load_state_dict(next(iter(self.prealign_projectors.values())).state_dict())
+        return True

@@ -1,14 +1,20 @@
-"""Mini experts pretrained in the synthetic world, so the default MLLM starts, like every real one, from a
-pretrained vision encoder. Objectives mirror real counterparts:
+"""Mini experts pretrained in the synthetic world, so the default MLLM starts, like every real one, from
+pretrained vision encoders. Each family's objective mirrors its real counterpart, so that mixtures show
+real complementarity, as EAGLE's do:
 
-- `dense`: per-patch classification of the colour, shape and word under each patch (the generator knows
-  them) — a stand-in for dense/segmentation-style pretraining; it gives the strongest patch features;
-- `contrastive`: CLIP's image–caption InfoNCE against a small text tower over generated captions;
-- `dense+contrastive`: both losses summed.
+- clip `dense`: the colour, shape and word under each patch (the measured default: the strongest patch
+  features); `contrastive`: CLIP's image–caption InfoNCE against a small text tower over generated
+  captions; `dense+contrastive`: both;
+- convnext `attributes`: supervised image-level multi-label classification of the colours, shapes and
+  words present (as ImageNet-supervised ConvNeXts), from the pooled last stage;
+- sam `masks`: the segment class under each patch (background, each shape, text) at a higher resolution:
+  where things are and their outlines, blind to colour and to which word is written;
+- pix2struct `reading`: the word under each patch, at its own variable resolution.
 
-The result is saved with `save_pretrained` and loaded through the same `from_pretrained` path as a
-real checkpoint. Directories are named by a hash of the recipe: the default recipe's expert ships inside
-the package (`mmcompress/weights/`, ~3 MB, rebuilt with `mmcompress pretrain-expert clip --ship`); any
+The expert trains through the same `VisionExpert` wrapper the MLLM uses (its own preprocessing and feature
+selection), is saved with `save_pretrained` and loads through the same `from_pretrained` path as a real
+checkpoint. Directories are named by a hash of the recipe: the default recipes' experts ship inside the
+package (`mmcompress/weights/`, a few MB each, rebuilt with `mmcompress pretrain-expert NAME --ship`); any
 other recipe is built once per machine into ${paths.cache}/experts.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -26,29 +33,31 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import transformers as hf
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import nn
-from transformers import (
-    CLIPConfig,
-    CLIPImageProcessorPil,
-    CLIPModel,
-    CLIPTextConfig,
-    CLIPVisionConfig,
-    CLIPVisionModel,
-)
 
 from mmcompress.console import console, progress
 from mmcompress.data import synthvqa
 from mmcompress.data.world import world_dir, world_spec
+from mmcompress.encoders import EXPERTS, VisionExpert
 from mmcompress.errors import ConfigError
 from mmcompress.llm import build_word_tokenizer
 from mmcompress.optim import scheduler
+from mmcompress.registry import Registry
 from mmcompress.versioning import source_digest
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
-OBJECTIVES = ("dense", "contrastive", "dense+contrastive")
+OBJECTIVES = {
+    "clip": ("dense", "contrastive", "dense+contrastive"),
+    "convnext": ("attributes",),
+    "sam": ("masks",),
+    "pix2struct": ("reading",),
+}
 _BACKGROUND_WEIGHT = 0.34  # an item covering more than ~25% of a patch labels it
+_CHUNK = 256  # images per preprocessing / probing pass
+MINI_ARCHITECTURES: Registry = Registry("mini expert family")
 
 
 def mini_expert_dir(expert: DictConfig, cfg: DictConfig) -> Path:
@@ -56,11 +65,15 @@ def mini_expert_dir(expert: DictConfig, cfg: DictConfig) -> Path:
     recipe = {
         "family": expert.family,
         "mini": OmegaConf.to_container(expert.mini, resolve=True),
-        "select_layer": expert.select_layer,
+        "select_layer": expert.get("select_layer"),
         "schedule": OmegaConf.to_container(cfg.pretrain, resolve=True),
         "world": world_spec(cfg).cache_key(),
         "code": source_digest(
-            "pretrain.py", "optim.py", *(("llm.py",) if "contrastive" in expert.mini.objective else ())
+            "pretrain.py",
+            "optim.py",
+            "encoders.py",
+            "grid.py",
+            *(("llm.py",) if "contrastive" in expert.mini.objective else ()),
         ),
     }
     key = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
@@ -97,89 +110,33 @@ def ship(directory: Path) -> Path:
     return target
 
 
-def pretrain_expert(expert: DictConfig, cfg: DictConfig, out: Path) -> dict:
-    """Pretrain a mini expert of `expert.family` on the world's train split and save it to `out`."""
-    if expert.family != "clip":
-        raise ConfigError(f"no mini-expert recipe for family '{expert.family}'")
-    mini = expert.mini
-    if mini.objective not in OBJECTIVES:
-        raise ConfigError(f"mini.objective={mini.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+def pretrain_expert(expert_cfg: DictConfig, cfg: DictConfig, out: Path) -> dict:
+    """Pretrain a mini expert of `expert_cfg.family` on the world's train split and save it to `out`."""
+    family, mini = expert_cfg.family, expert_cfg.mini
+    if family not in OBJECTIVES:
+        raise ConfigError(f"no mini-expert recipe for family '{family}'; families: {', '.join(OBJECTIVES)}")
+    if mini.objective not in OBJECTIVES[family]:
+        raise ConfigError(
+            f"{family} mini.objective={mini.objective!r}; choose one of {', '.join(OBJECTIVES[family])}"
+        )
     start = time.time()
     torch.manual_seed(cfg.world.seed)
-    root = world_dir(cfg)
-    spec = world_spec(cfg)
-    train, val = _PatchData(root, "train", mini.patch_size), _PatchData(root, "val", mini.patch_size)
-    vision = CLIPVisionConfig(
-        hidden_size=mini.hidden_size,
-        intermediate_size=4 * mini.hidden_size,
-        num_hidden_layers=mini.layers,
-        num_attention_heads=mini.heads,
-        image_size=spec.image_size,
-        patch_size=mini.patch_size,
-    )
-    processor = CLIPImageProcessorPil(
-        size={"shortest_edge": spec.image_size},
-        crop_size={"height": spec.image_size, "width": spec.image_size},
-    )
-    mean = torch.tensor(processor.image_mean)[:, None, None]
-    std = torch.tensor(processor.image_std)[:, None, None]
-    tokenizer = build_word_tokenizer(train.captions)
-    texts = tokenizer(train.captions, padding="max_length", max_length=train.caption_length + 1)
-    caption_ids = torch.tensor(texts["input_ids"])  # (n, T) ids, EOS appended below
-    caption_ids[torch.arange(len(caption_ids)), torch.tensor(texts["attention_mask"]).sum(1)] = (
-        tokenizer.eos_token_id
-    )
-    caption_mask = caption_ids != tokenizer.pad_token_id
-    text = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=mini.hidden_size,
-        intermediate_size=4 * mini.hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=mini.heads,
-        max_position_embeddings=caption_ids.shape[1],
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    clip = CLIPModel(
-        CLIPConfig(
-            text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=mini.hidden_size
-        )
-    )
-    heads = nn.ModuleDict({k: nn.Linear(mini.hidden_size, n) for k, n in train.classes.items()})
-    use_dense, use_contrastive = "dense" in mini.objective, "contrastive" in mini.objective
-    params = [*clip.vision_model.parameters(), *heads.parameters()]
-    if use_contrastive:
-        params += [
-            *clip.text_model.parameters(),
-            *clip.visual_projection.parameters(),
-            *clip.text_projection.parameters(),
-            clip.logit_scale,
-        ]
+    root, spec = world_dir(cfg), world_spec(cfg)
+    model, processor = MINI_ARCHITECTURES[family](mini)
+    expert_spec = {k: v for k, v in OmegaConf.to_container(expert_cfg, resolve=True).items() if k != "mini"}
+    expert = EXPERTS[family](f"mini-{family}", "pretraining", model, processor, expert_spec)
+    train, val = WorldScenes(root, "train"), WorldScenes(root, "val")
+    objective = OBJECTIVE_HEADS[mini.objective](expert, train)
+    train_inputs = _preprocess(expert, train)  # (n, ...) half precision: the whole split stays in memory
+    params = [*expert.parameters(), *objective.parameters()]
     steps, batch = cfg.pretrain.steps, cfg.pretrain.batch_size
     optimizer = torch.optim.AdamW(params, lr=cfg.pretrain.lr, weight_decay=0.01)
     schedule = scheduler(optimizer, "cosine", steps, warmup_ratio=0.05)
-    layer = expert.select_layer
     with progress() as bar:
-        task = bar.add_task(f"pretrain {expert.family} ({mini.objective})", total=steps, info="")
+        task = bar.add_task(f"pretrain {family} ({mini.objective})", total=steps, info="")
         for _ in range(steps):
             idx = torch.randint(len(train), (batch,))
-            pixels = (train.images[idx].float() / 255 - mean) / std  # (b, 3, H, W)
-            seen = clip.vision_model(pixel_values=pixels, output_hidden_states=True)
-            loss = torch.zeros(())
-            if use_dense:
-                patches = seen.hidden_states[layer][:, 1:]  # (b, N, C)
-                loss = loss + sum(
-                    F.cross_entropy(heads[k](patches).flatten(0, 1), train.labels[k][idx].flatten())
-                    for k in heads
-                )
-            if use_contrastive:
-                image_emb = F.normalize(clip.visual_projection(seen.pooler_output), dim=-1)  # (b, P)
-                text_out = clip.text_model(input_ids=caption_ids[idx], attention_mask=caption_mask[idx])
-                text_emb = F.normalize(clip.text_projection(text_out.pooler_output), dim=-1)  # (b, P)
-                logits = clip.logit_scale.exp() * image_emb @ text_emb.T  # (b, b)
-                target = torch.arange(batch)
-                loss = loss + (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+            loss = objective.loss(train_inputs[idx].float(), idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -187,79 +144,367 @@ def pretrain_expert(expert: DictConfig, cfg: DictConfig, out: Path) -> dict:
             schedule.step()
             bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
 
-    model = CLIPVisionModel(vision)
-    model.load_state_dict(clip.vision_model.state_dict())
+    val_objective = OBJECTIVE_HEADS[mini.objective](expert, val, heads_from=objective)
     metrics = {
-        "family": expert.family,
+        "family": family,
         "objective": mini.objective,
         "steps": steps,
         "batch_size": batch,
         "train_images": len(train),
-        **_probe(clip, heads, val, mean, std, layer),
+        "input_size": list(expert.input_size),
+        "native_grid": list(expert.native_grid),
+        **val_objective.probe(_preprocess(expert, val)),
         "wall_time_s": round(time.time() - start, 1),
         "world": asdict(spec),
     }
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    expert.save_pretrained(out)
     (out / "pretrain_metrics.json").write_text(json.dumps(metrics, indent=2))
     console.print(
-        "mini expert: per-patch accuracy "
-        + ", ".join(f"{k} {v:.3f}" for k, v in metrics["patch_accuracy"].items())
+        f"mini {family} expert: "
+        + ", ".join(
+            f"{group} {k} {v:.3f}"
+            for group in ("patch_accuracy", "image_accuracy")
+            for k, v in metrics.get(group, {}).items()
+            if v is not None
+        )
         + f" ({metrics['wall_time_s']} s)"
     )
     return metrics
 
 
-@torch.no_grad()
-def _probe(clip: CLIPModel, heads: nn.ModuleDict, val: _PatchData, mean, std, layer: int) -> dict:
-    """Per-patch accuracy of the dense heads on held-out images (patches covered by an item only)."""
-    pixels = (val.images.float() / 255 - mean) / std
-    patches = clip.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states[layer][:, 1:]
-    accuracy = {}
-    for name, head in heads.items():
-        target = val.labels[name]  # (n, N)
-        covered = target > 0
-        correct = head(patches).argmax(-1) == target
-        accuracy[name] = round(correct[covered].float().mean().item(), 4) if covered.any() else None
-    return {"patch_accuracy": accuracy}
+# ---- architectures: the family's own transformers model and image processor, built from `mini` --------------
+@MINI_ARCHITECTURES.register("clip")
+def _mini_clip(mini: DictConfig):
+    config = hf.CLIPVisionConfig(
+        hidden_size=mini.hidden_size,
+        intermediate_size=4 * mini.hidden_size,
+        num_hidden_layers=mini.layers,
+        num_attention_heads=mini.heads,
+        image_size=mini.image_size,
+        patch_size=mini.patch_size,
+    )
+    size = mini.image_size
+    processor = hf.CLIPImageProcessorPil(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    )
+    return hf.CLIPVisionModel(config), processor
 
 
-class _PatchData:
-    """A split's images as one uint8 tensor plus per-patch colour / shape / word labels from its masks."""
+@MINI_ARCHITECTURES.register("convnext")
+def _mini_convnext(mini: DictConfig):
+    config = hf.ConvNextConfig(
+        hidden_sizes=list(mini.hidden_sizes),
+        depths=list(mini.depths),
+        patch_size=mini.patch_size,
+        layer_scale_init_value=mini.layer_scale_init_value,
+    )
+    processor = hf.ConvNextImageProcessorPil(size={"shortest_edge": mini.image_size}, crop_pct=1.0)
+    return hf.ConvNextModel(config), processor
 
-    def __init__(self, root: Path, split: str, patch: int) -> None:
+
+@MINI_ARCHITECTURES.register("sam")
+def _mini_sam(mini: DictConfig):
+    config = hf.SamVisionConfig(
+        hidden_size=mini.hidden_size,
+        num_hidden_layers=mini.layers,
+        num_attention_heads=mini.heads,
+        mlp_dim=4 * mini.hidden_size,
+        image_size=mini.image_size,
+        patch_size=mini.patch_size,
+        output_channels=mini.output_channels,
+        window_size=mini.window_size,
+        global_attn_indexes=list(mini.global_attn_indexes),
+    )
+    return hf.SamVisionModel(config), hf.SamImageProcessorPil()
+
+
+@MINI_ARCHITECTURES.register("pix2struct")
+def _mini_pix2struct(mini: DictConfig):
+    patch = mini.patch_size
+    config = hf.Pix2StructVisionConfig(
+        hidden_size=mini.hidden_size,
+        num_hidden_layers=mini.layers,
+        num_attention_heads=mini.heads,
+        d_kv=mini.hidden_size // mini.heads,
+        d_ff=4 * mini.hidden_size,
+        patch_embed_hidden_size=patch * patch * 3,
+        seq_len=mini.max_patches,  # row/column id tables: a very wide image may have max_patches columns
+    )
+    processor = hf.Pix2StructImageProcessorPil(
+        patch_size={"height": patch, "width": patch}, max_patches=mini.max_patches
+    )
+    return hf.Pix2StructVisionModel(config), processor
+
+
+# ---- objectives: heads on the expert's features, a loss on a batch and a probe on held-out images ----------
+OBJECTIVE_HEADS: dict[str, type[_Objective]] = {}
+
+
+def _register(name: str):
+    def add(cls):
+        OBJECTIVE_HEADS[name] = cls
+        return cls
+
+    return add
+
+
+class _Objective(nn.Module):
+    """Heads and labels for one objective; `heads_from` shares the heads of a trained one (for probing)."""
+
+    def __init__(
+        self, expert: VisionExpert, scenes: WorldScenes, heads_from: _Objective | None = None
+    ) -> None:
+        super().__init__()
+        self.expert, self.scenes = [expert], scenes  # a list: the expert is not a submodule of the heads
+        self.heads = heads_from.heads if heads_from is not None else self.build_heads(expert, scenes)
+
+    def build_heads(self, expert: VisionExpert, scenes: WorldScenes) -> nn.ModuleDict: ...
+
+    def loss(self, inputs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor: ...
+
+    @torch.no_grad()
+    def probe(self, inputs: torch.Tensor) -> dict: ...
+
+
+class _PatchLabels(_Objective):
+    """Classify what covers each patch of the expert's native map, one head per label kind."""
+
+    kinds: tuple[str, ...] = ()
+    items_only: tuple[str, ...] = ()  # kinds scored on item-covered patches only (rare labels: words)
+
+    def build_heads(self, expert, scenes):
+        return nn.ModuleDict({k: nn.Linear(expert.native_channels, scenes.classes[k]) for k in self.kinds})
+
+    def __init__(self, expert, scenes, heads_from=None) -> None:
+        super().__init__(expert, scenes, heads_from)
+        self.labels = scenes.patch_labels(expert.native_grid, self.kinds)  # {kind: (n, h·w)}
+
+    def patch_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        expert = self.expert[0]
+        features = expert.patch_map(inputs).features  # (B, C, h, w)
+        if tuple(features.shape[-2:]) != expert.native_grid:
+            raise ConfigError(
+                f"mini {expert.family}: a square world image gave a {tuple(features.shape[-2:])} map, not its "
+                f"native {expert.native_grid}; adjust mini.max_patches / image_size"
+            )
+        return features.flatten(2).transpose(1, 2)  # (B, h·w, C)
+
+    def loss(self, inputs, idx):
+        patches = self.patch_features(inputs)
+        return sum(
+            F.cross_entropy(
+                self.heads[k](patches).flatten(0, 1),
+                self.labels[k][idx].flatten(),
+                ignore_index=0 if k in self.items_only else -100,
+            )
+            for k in self.kinds
+        )
+
+    @torch.no_grad()
+    def probe(self, inputs):
+        """Per-patch accuracy on held-out images, over patches covered by an item only."""
+        predictions = {k: [] for k in self.kinds}
+        for lo in range(0, len(inputs), _CHUNK):
+            patches = self.patch_features(inputs[lo : lo + _CHUNK].float())
+            for k in self.kinds:
+                predictions[k].append(self.heads[k](patches).argmax(-1))
+        accuracy = {}
+        for k in self.kinds:
+            target, predicted = self.labels[k], torch.cat(predictions[k])  # (n, h·w)
+            covered = target > 0
+            accuracy[k] = (
+                round((predicted == target)[covered].float().mean().item(), 4) if covered.any() else None
+            )
+        return {"patch_accuracy": accuracy}
+
+
+@_register("dense")
+class _Dense(_PatchLabels):
+    kinds = ("color", "shape", "word")
+
+
+@_register("masks")
+class _Masks(_PatchLabels):
+    kinds = ("shape",)  # the segment class: background, each shape, or text
+
+
+@_register("reading")
+class _Reading(_PatchLabels):
+    """Where the text is (the segment class) and which word it spells, learned on text patches: words
+    cover few patches, and a loss over all of them is won by always answering "no word"."""
+
+    kinds = ("shape", "word")
+    items_only = ("word",)
+
+
+@_register("attributes")
+class _Attributes(_Objective):
+    """Which colours, shapes and words the image contains, from the pooled last stage (multi-label)."""
+
+    def build_heads(self, expert, scenes):
+        return nn.ModuleDict(
+            {"present": nn.Linear(expert.model.config.hidden_sizes[-1], scenes.present.shape[1])}
+        )
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        expert = self.expert[0]
+        pooled = expert.model(pixel_values=inputs.to(expert.model.dtype)).pooler_output  # (B, C)
+        return self.heads["present"](pooled)  # (B, A)
+
+    def loss(self, inputs, idx):
+        return F.binary_cross_entropy_with_logits(self.logits(inputs), self.scenes.present[idx].float())
+
+    @torch.no_grad()
+    def probe(self, inputs):
+        """Per attribute group, the share of held-out images whose predicted set is exactly right."""
+        predicted = torch.cat(
+            [self.logits(inputs[lo : lo + _CHUNK].float()) > 0 for lo in range(0, len(inputs), _CHUNK)]
+        )
+        exact = {}
+        for group, columns in self.scenes.attribute_groups.items():
+            exact[group] = round(
+                (predicted[:, columns] == self.scenes.present[:, columns]).all(1).float().mean().item(), 4
+            )
+        return {"image_accuracy": exact}
+
+
+@_register("contrastive")
+class _Contrastive(_Objective):
+    """CLIP's symmetric image–caption InfoNCE against a small text tower (kept only during pretraining)."""
+
+    def build_heads(self, expert, scenes):
+        width = expert.native_channels
+        tokenizer = build_word_tokenizer(scenes.captions)
+        length = max(len(c.split()) for c in scenes.captions) + 4
+        texts = tokenizer(scenes.captions, padding="max_length", max_length=length + 1)
+        ids = torch.tensor(texts["input_ids"])  # (n, T), EOS appended below
+        ids[torch.arange(len(ids)), torch.tensor(texts["attention_mask"]).sum(1)] = tokenizer.eos_token_id
+        self.caption_ids, self.caption_mask = ids, ids != tokenizer.pad_token_id
+        text = hf.CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_hidden_layers=2,
+            num_attention_heads=expert.model.config.num_attention_heads,
+            max_position_embeddings=ids.shape[1],
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+        return nn.ModuleDict(
+            {
+                "text": hf.CLIPTextModel(text),
+                "visual_projection": nn.Linear(width, width, bias=False),
+                "text_projection": nn.Linear(width, width, bias=False),
+                "logit_scale": _Scalar(math.log(1 / 0.07)),
+            }
+        )
+
+    def loss(self, inputs, idx):
+        expert = self.expert[0]
+        pooled = expert.model(pixel_values=inputs).pooler_output  # (B, C)
+        image = F.normalize(self.heads["visual_projection"](pooled), dim=-1)  # (B, P)
+        text_out = self.heads["text"](input_ids=self.caption_ids[idx], attention_mask=self.caption_mask[idx])
+        text = F.normalize(self.heads["text_projection"](text_out.pooler_output), dim=-1)  # (B, P)
+        logits = self.heads["logit_scale"].value.exp() * image @ text.T  # (B, B)
+        target = torch.arange(len(idx))
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+    @torch.no_grad()
+    def probe(self, inputs):
+        return {}
+
+
+@_register("dense+contrastive")
+class _DenseAndContrastive(_Objective):
+    """Both CLIP objectives summed."""
+
+    def __init__(self, expert, scenes, heads_from=None) -> None:
+        nn.Module.__init__(self)
+        shared = heads_from.parts if heads_from is not None else (None, None)
+        self.parts = nn.ModuleList(
+            [_Dense(expert, scenes, shared[0]), _Contrastive(expert, scenes, shared[1])]
+        )
+
+    def loss(self, inputs, idx):
+        return sum(part.loss(inputs, idx) for part in self.parts)
+
+    @torch.no_grad()
+    def probe(self, inputs):
+        return {k: v for part in self.parts for k, v in part.probe(inputs).items()}
+
+
+class _Scalar(nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = nn.Parameter(torch.tensor(value))
+
+
+# ---- the world's images and their labels ------------------------------------------------------------------
+class WorldScenes:
+    """A split's images, per-pixel item masks and per-item colour / shape / word, plus captions."""
+
+    def __init__(self, root: Path, split: str) -> None:
         scenes = json.loads((root / "scenes" / f"{split}.json").read_text())
-        self.images = torch.from_numpy(
-            np.stack([np.asarray(Image.open(root / s["image"]).convert("RGB")) for s in scenes])
-        ).permute(0, 3, 1, 2)  # (n, 3, H, W) uint8
-        masks = torch.from_numpy(np.load(root / "scenes" / f"{split}_masks.npz")["masks"]).long()  # (n, H, W)
-        n = masks.shape[0]
-        item = _patch_majority(masks, patch)  # (n, N): 0 = background, i + 1 = items[i]
-        max_items = 1 + max(len(s["items"]) for s in scenes)
+        self.paths = [root / s["image"] for s in scenes]
+        self.masks = torch.from_numpy(
+            np.load(root / "scenes" / f"{split}_masks.npz")["masks"]
+        ).long()  # (n, H, W)
         colors = {c: i + 1 for i, c in enumerate(synthvqa.COLORS)}
         shapes = {s: i + 1 for i, s in enumerate([*synthvqa.SHAPES, "word"])}
         words = {w: i + 1 for i, w in enumerate(synthvqa.WORDS)}
-        tables = {k: torch.zeros(n, max_items, dtype=torch.long) for k in ("color", "shape", "word")}
-        for i, scene in enumerate(scenes):  # label lookup tables, built once per split
+        max_items = 1 + max(len(s["items"]) for s in scenes)
+        n = len(scenes)
+        self.item_labels = {
+            k: torch.zeros(n, max_items, dtype=torch.long) for k in ("color", "shape", "word")
+        }
+        for i, scene in enumerate(scenes):  # label lookup tables: row i, column j = items[j - 1]
             for j, it in enumerate(scene["items"], start=1):
-                tables["color"][i, j] = colors.get(it.get("color"), 0)
-                tables["shape"][i, j] = shapes["word"] if it["kind"] == "word" else shapes[it["shape"]]
-                tables["word"][i, j] = words.get(it.get("word"), 0)
-        self.labels = {k: t.gather(1, item) for k, t in tables.items()}  # (n, N) each
+                self.item_labels["color"][i, j] = colors.get(it.get("color"), 0)
+                self.item_labels["shape"][i, j] = (
+                    shapes["word"] if it["kind"] == "word" else shapes[it["shape"]]
+                )
+                self.item_labels["word"][i, j] = words.get(it.get("word"), 0)
         self.classes = {"color": len(colors) + 1, "shape": len(shapes) + 1, "word": len(words) + 1}
+        # Image-level attributes: which colours, shapes (incl. text) and words appear, as multi-hot columns.
+        present = [F.one_hot(t, self.classes[k])[:, :, 1:].amax(1) for k, t in self.item_labels.items()]
+        self.present = torch.cat(present, dim=1).bool()  # (n, A)
+        bounds = np.cumsum([0, *(self.classes[k] - 1 for k in self.item_labels)])
+        self.attribute_groups = {
+            k: list(range(bounds[i], bounds[i + 1])) for i, k in enumerate(self.item_labels)
+        }
         self.captions = [s["caption"] for s in scenes]
-        self.caption_length = max(len(c.split()) for c in self.captions) + 4
+        self.object_count = torch.tensor(
+            [sum(it["kind"] != "word" for it in s["items"]) for s in scenes]
+        )  # (n,)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.paths)
+
+    def patch_labels(self, grid: tuple[int, int], kinds: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """{kind: (n, h·w)} label of the item covering most of each grid cell (0 = background)."""
+        item = _patch_majority(self.masks, grid)  # (n, h·w): 0 = background, j = items[j - 1]
+        return {k: self.item_labels[k].gather(1, item) for k in kinds}
 
 
-def _patch_majority(masks: torch.Tensor, patch: int) -> torch.Tensor:
-    """(n, H, W) item ids → (n, N) the item covering most of each patch (background down-weighted)."""
+def _preprocess(expert: VisionExpert, scenes: WorldScenes) -> torch.Tensor:
+    """Every image of the split through the expert's own preprocessing, in half precision."""
+    parts = []
+    for lo in range(0, len(scenes), _CHUNK):
+        images = [Image.open(p).convert("RGB") for p in scenes.paths[lo : lo + _CHUNK]]
+        parts.append(expert.preprocess(images).half())
+    return torch.cat(parts)
+
+
+def _patch_majority(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(n, H, W) item ids → (n, h·w) the item covering most of each grid cell (background down-weighted)."""
     n, height, width = masks.shape
-    blocks = masks.reshape(n, height // patch, patch, width // patch, patch).permute(0, 1, 3, 2, 4)
-    blocks = blocks.reshape(n, -1, patch * patch)  # (n, N, p²)
-    counts = F.one_hot(blocks, int(masks.max()) + 1).sum(2).float()  # (n, N, items + 1)
+    rows, cols = grid
+    if height % rows or width % cols:
+        raise ConfigError(f"a {height}×{width} world image does not divide into a {rows}×{cols} patch grid")
+    ph, pw = height // rows, width // cols
+    blocks = masks.reshape(n, rows, ph, cols, pw).permute(0, 1, 3, 2, 4).reshape(n, rows * cols, ph * pw)
+    counts = F.one_hot(blocks, int(masks.max()) + 1).sum(2).float()  # (n, h·w, items + 1)
     counts[..., 0] *= _BACKGROUND_WEIGHT
     return counts.argmax(-1)

@@ -23,6 +23,8 @@ from mmcompress.console import console, progress
 from mmcompress.data.llava import IGNORE_INDEX, Split, encode_for_training, open_image, pad
 from mmcompress.errors import ConfigError, UserError
 from mmcompress.evaluation import evaluate, score_split
+from mmcompress.features import check_mode, split_features
+from mmcompress.fusion import FUSIONS
 from mmcompress.model import MultimodalLM
 from mmcompress.optim import check_schedule, scheduler
 from mmcompress.rundir import RunDir, environment, run_id
@@ -57,6 +59,8 @@ def validate(cfg: DictConfig) -> None:
             ):
                 raise ConfigError(f"stage.{name}.{key}={value!r} must be a positive {kind.__name__}")
     check_schedule(cfg.optim.schedule)
+    check_mode(cfg.train.cache_features)
+    FUSIONS[cfg.fusion.name].check(list(cfg.encoder.experts), cfg.fusion)
     missing = OmegaConf.missing_keys(cfg)
     if missing:
         key = sorted(missing)[0]
@@ -100,7 +104,7 @@ def train(cfg: DictConfig, overrides: list[str]) -> RunDir:
         if todo:
             train_split = datasets.load(cfg, "train")
             model = load_model(cfg, run) if run.stage_complete("init") else _new_model(cfg, train_split, run)
-            record_experts(run, model)
+            record_architecture(run, model, cfg.fusion.name)
             trainer = Trainer(cfg, model.to(device), train_split, tracker, device)
             for stage in todo:
                 trainer.run_stage(stage, run)
@@ -144,14 +148,28 @@ def _new_model(cfg: DictConfig, train_split: Split, run: RunDir) -> MultimodalLM
     return model
 
 
-def record_experts(run: RunDir, model: MultimodalLM) -> None:
-    """Log and store every expert's real input size and grid (a silent resolution mix-up shows here)."""
+def record_architecture(run: RunDir, model: MultimodalLM, fusion_name: str) -> None:
+    """Log and store every expert's real input size and grids (a silent resolution mix-up shows here) and
+    what the fusion costs: the visual tokens it hands on, its parameters and FLOPs per image."""
     described = {name: expert.describe() for name, expert in model.experts.items()}
     for name, d in described.items():
         console.print(
-            f"expert [bold]{name}[/]: {d['family']} from {d['source']}, input {d['input_size']}, grid {d['grid']}, {d['channels']} channels"
+            f"expert [bold]{name}[/]: {d['family']} from {d['source']} · input {_size(d['input_size'])} px · "
+            f"native {_size(d['native_grid'])}×{d['native_channels']} → {d['to_grid']} → "
+            f"grid {_size(d['grid'])}×{d['channels']}",
+            highlight=False,
         )
-    run.update_summary(experts=described)
+    fusion = {"name": fusion_name, **model.fusion.describe()}
+    console.print(
+        f"fusion [bold]{fusion['name']}[/]: {fusion['visual_tokens']} tokens × {fusion['out_channels']} channels, "
+        f"+{fusion['params']:,} parameters, +{fusion['flops_per_image'] / 1e6:.2f} MFLOPs per image",
+        highlight=False,
+    )
+    run.update_summary(experts=described, fusion=fusion)
+
+
+def _size(pair: list[int]) -> str:
+    return "×".join(map(str, pair))
 
 
 class Trainer:
@@ -171,17 +189,29 @@ class Trainer:
 
     def run_stage(self, stage: str, run: RunDir) -> None:
         scfg = self.cfg.stage[stage]
-        trains_encoder = "encoder" in scfg.trainable
-        params = self.model.set_trainable(list(scfg.trainable))
+        groups = self.model.set_trainable(list(scfg.trainable), stage)
+        params = [p for group in groups.values() for p in group]
         if not params:
             raise ConfigError(f"stage.{stage}.trainable={list(scfg.trainable)} selects no parameters")
-        if trains_encoder:
+        if groups.get("encoder"):
             self.features = None  # the experts change; cached features would be stale
-        elif self.cfg.train.cache_features and self.features is None:
-            self.features = self._encode_all()
+        elif self.features is None:
+            self.features = split_features(
+                dict(self.model.experts), self.split.images, self.cfg, self.device, "train images"
+            )
+        encoder_lr = scfg.get("encoder_lr") or scfg.lr  # unfrozen experts usually want a smaller step
         optimizer = torch.optim.AdamW(
-            params, lr=scfg.lr, weight_decay=self.cfg.optim.weight_decay, betas=tuple(self.cfg.optim.betas)
+            [
+                {
+                    "params": [p for g, group in groups.items() if g != "encoder" for p in group],
+                    "lr": scfg.lr,
+                },
+                {"params": groups.get("encoder", []), "lr": encoder_lr},
+            ],
+            weight_decay=self.cfg.optim.weight_decay,
+            betas=tuple(self.cfg.optim.betas),
         )
+        experts = list(self.model.experts) if stage == "prealign" else [None]
         optim = self.cfg.optim
         schedule = scheduler(optimizer, optim.schedule, scfg.steps, optim.warmup_ratio, optim.decay_ratio)
         order = _shuffled_batches(len(self.lengths), scfg.batch_size, self.cfg.seed + ALL_STAGES.index(stage))
@@ -191,7 +221,9 @@ class Trainer:
             task = bar.add_task(f"{stage}", total=scfg.steps, info="")
             for step in range(1, scfg.steps + 1):
                 batch = self._batch(next(order))
-                loss = self.model(**batch)
+                loss = sum(self.model(**batch, expert=e) for e in experts) / len(
+                    experts
+                )  # prealign: each alone
                 if not torch.isfinite(loss):
                     raise UserError(
                         f"the {stage} loss became {loss.item()} at step {step}; lower stage.{stage}.lr "
@@ -220,6 +252,8 @@ class Trainer:
                     window = time.time()
                 bar.update(task, advance=1)
         final = record["loss"]
+        if stage == "prealign" and self.model.warm_start_projector():
+            console.print("the joint projector starts from the pre-aligned one (a single expert)")
         self._save(
             stage, run, list(scfg.trainable), optimizer, schedule, scfg.steps, final, time.time() - start
         )
@@ -288,21 +322,6 @@ class Trainer:
     def _pixels(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         pil = [open_image(self.split.images[i]) for i in images.tolist()]
         return {name: expert.preprocess(pil).to(self.device) for name, expert in self.model.experts.items()}
-
-    @torch.no_grad()
-    def _encode_all(self) -> dict[str, torch.Tensor]:
-        """Encode every training image once with the frozen experts."""
-        n, size = len(self.split.images), 256
-        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in self.model.experts}
-        self.model.eval()
-        with progress() as bar:
-            task = bar.add_task("encode images", total=n, info="frozen experts, cached for training")
-            for lo in range(0, n, size):
-                feats = self.model.encode_images(self._pixels(torch.arange(lo, min(lo + size, n))))
-                for name, f in feats.items():
-                    chunks[name].append(f)
-                bar.update(task, advance=min(size, n - lo))
-        return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
 def _shuffled_batches(n: int, batch_size: int, seed: int):

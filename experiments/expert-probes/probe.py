@@ -1,0 +1,109 @@
+"""Linear probes on each mini expert's frozen features on the common grid: what each expert is good at.
+
+For every expert, the features the MLLM receives (on the common grid, as stored by the feature store) are
+probed with linear classifiers fitted on the train split and scored on val: per grid cell, the colour,
+shape and word of the item covering it (cells covered by an item only; the colour, shape and text question
+categories), and per image, from the mean token, the number of objects (the count category).
+
+python probe.py OUT_DIR [world=hires ...]     # writes OUT_DIR/result.md, result.json and probes.png
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+from mmcompress.assembly import expert_source, load_experts
+from mmcompress.config import load_config
+from mmcompress.data.world import world_dir
+from mmcompress.features import split_features
+from mmcompress.pretrain import WorldScenes
+
+FAMILIES = ("clip", "convnext", "sam", "pix2struct")
+PROBES = ("color", "shape", "word", "count")
+
+
+def fit_and_score(train_x, train_y, val_x, val_y, classes: int, steps: int = 300) -> float:
+    """Multinomial logistic regression, full batch with Adam; accuracy on val."""
+    torch.manual_seed(0)
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, val_x = (train_x - mean) / std, (val_x - mean) / std
+    probe = torch.nn.Linear(train_x.shape[1], classes)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=0.05)
+    for _ in range(steps):
+        loss = F.cross_entropy(probe(train_x), train_y) + 1e-4 * probe.weight.square().sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return (probe(val_x).argmax(-1) == val_y).float().mean().item()
+
+
+def probe_expert(family: str, overrides: list[str]) -> dict[str, float]:
+    cfg = load_config([f"encoder={family}", *overrides])
+    expert = load_experts(cfg, lambda name, e: expert_source(name, e, cfg))[family]
+    root = world_dir(cfg)
+    scores = {}
+    data = {}
+    for split in ("train", "val"):
+        scenes = WorldScenes(root, split)
+        paths = [str(p) for p in scenes.paths]
+        tokens = split_features({family: expert}, paths, cfg, torch.device("cpu"), f"{family} {split}")[
+            family
+        ]
+        data[split] = (scenes, tokens.float())  # (n, N, C)
+    for kind in ("color", "shape", "word"):
+        xs, ys = [], []
+        for split in ("train", "val"):
+            scenes, tokens = data[split]
+            labels = scenes.patch_labels(expert.grid, (kind,))[kind]  # (n, N)
+            covered = labels > 0
+            xs.append(tokens[covered])
+            ys.append(labels[covered])
+        scores[kind] = fit_and_score(xs[0], ys[0], xs[1], ys[1], data["train"][0].classes[kind])
+    pooled = {split: tokens.mean(1) for split, (_, tokens) in data.items()}  # (n, C)
+    counts = {split: scenes.object_count for split, (scenes, _) in data.items()}
+    scores["count"] = fit_and_score(pooled["train"], counts["train"], pooled["val"], counts["val"], 8)
+    return {k: round(v, 3) for k, v in scores.items()}
+
+
+def main() -> None:
+    out, overrides = Path(sys.argv[1]), sys.argv[2:]
+    out.mkdir(parents=True, exist_ok=True)
+    results = {family: probe_expert(family, overrides) for family in FAMILIES}
+    (out / "result.json").write_text(json.dumps({"overrides": overrides, "probes": results}, indent=2))
+    lines = ["| expert | " + " | ".join(PROBES) + " |", "|---" * (len(PROBES) + 1) + "|"]
+    lines += [f"| {f} | " + " | ".join(f"{results[f][p]:.3f}" for p in PROBES) + " |" for f in FAMILIES]
+    (out / "result.md").write_text("\n".join(lines) + "\n")
+    figure, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / len(FAMILIES)
+    for i, family in enumerate(FAMILIES):
+        ax.bar(
+            [j + i * width for j in range(len(PROBES))],
+            [results[family][p] for p in PROBES],
+            width,
+            label=family,
+        )
+    ax.set_xticks(
+        [j + 0.4 - width / 2 for j in range(len(PROBES))],
+        ["colour (cell)", "shape (cell)", "word (cell)", "count (image)"],
+    )
+    ax.set_ylabel("linear-probe accuracy (val)")
+    ax.set_xlabel("what the probe reads from the expert's grid features")
+    ax.set_ylim(0, 1.05)
+    ax.legend(ncols=4, fontsize=8, loc="lower right")
+    ax.set_title(
+        "What each mini expert's features encode" + (f" ({' '.join(overrides)})" if overrides else "")
+    )
+    figure.tight_layout()
+    figure.savefig(out / "probes.png", dpi=110)
+    print((out / "result.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

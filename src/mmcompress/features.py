@@ -1,0 +1,126 @@
+"""Frozen experts' grid features, encoded once and kept on disk for every later run that needs them.
+
+A sweep over fusion, pruning or LLM settings trains on the same frozen experts, so their features are
+computed once per machine. The key covers everything that changes them: the expert's family, feature
+selection, input size and grid (its `describe` and config), a digest of its weights, the bytes of the
+images, and the version of the code and libraries that compute them. Anything else never reuses them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import transformers
+from omegaconf import DictConfig
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from mmcompress.console import progress
+from mmcompress.data.llava import open_image
+from mmcompress.encoders import VisionExpert
+from mmcompress.errors import ConfigError
+from mmcompress.versioning import source_digest
+
+MODES = ("disk", "memory", "off")  # train.cache_features
+CHUNK = 256  # images encoded per forward pass
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ConfigError(f"train.cache_features={mode!r}; choose one of {', '.join(MODES)}")
+
+
+def expert_key(expert: VisionExpert) -> str:
+    """A digest of what the expert's grid features depend on, besides the images."""
+    weights = hashlib.sha1()
+    for name, tensor in expert.state_dict().items():
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    content = {
+        "described": {k: v for k, v in expert.describe().items() if k != "source"},
+        "spec": {k: v for k, v in expert.spec.items() if k != "frozen"},
+        "weights": weights.hexdigest(),
+        "code": source_digest("encoders.py", "grid.py"),
+        "libraries": [torch.__version__, transformers.__version__],
+    }
+    return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def images_key(paths: Sequence[str]) -> str:
+    """A digest of the images' bytes, in order (the same files under another path share it)."""
+    digest = hashlib.sha1()
+    for path in paths:
+        digest.update(hashlib.sha1(Path(path).read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def split_features(
+    experts: dict[str, VisionExpert], paths: Sequence[str], cfg: DictConfig, device: torch.device, label: str
+) -> dict[str, torch.Tensor] | None:
+    """Every image's grid features as `train.cache_features` says: from/to the disk store, encoded in
+    memory only, or None (`off`: experts run on pixels every batch)."""
+    mode = cfg.train.cache_features
+    check_mode(mode)
+    if mode == "off":
+        return None
+    store = Path(cfg.paths.cache).expanduser() / "features" if mode == "disk" else None
+    features = encode_images(experts, paths, open_image, device, store, label)
+    return {name: f.to(device) for name, f in features.items()}
+
+
+def encode_images(
+    experts: dict[str, VisionExpert],
+    paths: Sequence[str],
+    open_image: Callable[[str], Image.Image],
+    device: torch.device,
+    store: Path | None,
+    label: str,
+) -> dict[str, torch.Tensor]:
+    """{expert: (n_images, N, C)} grid features of `paths`, read from `store` where present, else encoded
+    (all missing experts in one pass over the images) and written there for the next run."""
+    files = {}
+    if store is not None:
+        key = images_key(paths)
+        files = {name: store / expert_key(e) / f"{key}.safetensors" for name, e in experts.items()}
+    features = {name: load_file(f)["features"] for name, f in files.items() if f.is_file()}
+    missing = {name: e for name, e in experts.items() if name not in features}
+    if not missing:
+        return features
+    encoded = _encode(missing, paths, open_image, device, label)
+    for name, tensor in encoded.items():
+        if name in files:
+            _atomic_save(files[name], tensor)
+    return features | encoded
+
+
+@torch.no_grad()
+def _encode(experts, paths, open_image, device, label) -> dict[str, torch.Tensor]:
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in experts}
+    with progress() as bar:
+        task = bar.add_task(f"encode {label}", total=len(paths), info=", ".join(experts))
+        for lo in range(0, len(paths), CHUNK):
+            images = [open_image(p) for p in paths[lo : lo + CHUNK]]
+            for name, expert in experts.items():
+                was_training = expert.training
+                chunks[name].append(expert.eval()(expert.preprocess(images).to(device)).cpu())
+                expert.train(was_training)
+            bar.update(task, advance=len(images))
+    return {name: torch.cat(parts) for name, parts in chunks.items()}  # (n, N, C) each
+
+
+def _atomic_save(path: Path, tensor: torch.Tensor) -> None:
+    """Write under a lock and a temporary name, so parallel runs of a sweep never read half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file({"features": tensor.contiguous()}, tmp)
+        os.replace(tmp, path)
