@@ -191,9 +191,10 @@ def pretrain_expert(
     from mmcompress.pretrain import ensure_mini_expert
     from mmcompress.pretrain import ship as ship_expert
 
+    overrides = list(overrides or [])
+    if not any(o.startswith("encoder=") for o in overrides):  # `pretrain-expert sam`: encoder=sam
+        overrides.insert(0, f"encoder={expert}")
     cfg = _compose(overrides, config_dir)
-    if expert not in cfg.encoder.experts:  # `pretrain-expert sam` alone: the expert's own encoder config
-        cfg = _compose([f"encoder={expert}", *(overrides or [])], config_dir)
     experts = cfg.encoder.experts
     if expert not in experts:
         raise UserError(

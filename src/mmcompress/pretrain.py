@@ -230,6 +230,7 @@ def _mini_pix2struct(mini: DictConfig):
         d_ff=4 * mini.hidden_size,
         patch_embed_hidden_size=patch * patch * 3,
         seq_len=mini.max_patches,  # row/column id tables: a very wide image may have max_patches columns
+        initializer_range=mini.initializer_range,
     )
     processor = hf.Pix2StructImageProcessorPil(
         patch_size={"height": patch, "width": patch}, max_patches=mini.max_patches
