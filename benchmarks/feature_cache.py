@@ -2,8 +2,8 @@
 
 The same sweep, `encoder=clip+convnext+sam+pix2struct fusion=concat,sequence,xattn` with frozen experts, runs
 twice from empty caches: with `train.cache_features=memory` every run encodes the images itself; with
-`disk` (the default) the first run encodes them and the other two read the store. Both share the same
-pre-generated data and shipped mini experts, so the difference is encoding alone.
+`disk` (the default) the first run encodes them and the other two read the store. Both start from
+the same pre-generated data and the shipped mini experts, so the difference is encoding alone.
 
 python benchmarks/feature_cache.py [--steps 100] [--encoder clip+convnext+sam+pix2struct]
 """
@@ -49,8 +49,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         warm = root / "warm"  # generated data, copied into each empty cache so generation is not timed
+        generate = "from mmcompress.config import load_config; from mmcompress.data import dataset_dir; "
+        generate += "dataset_dir(load_config([]))"
         subprocess.run(
-            [str(Path(sys.executable).with_name("mmcompress")), "pretrain-expert", "clip"],
+            [sys.executable, "-c", generate],
             check=True,
             env={**os.environ, "MMCOMPRESS_CACHE": str(warm)},
             capture_output=True,

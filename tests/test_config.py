@@ -11,11 +11,13 @@ from mmcompress.stages import validate
 from .conftest import cli
 
 GROUP_OPTIONS = [(g, o) for g, options in group_options().items() for o in options]
+# Options that are valid only beside another choice.
+COMPANIONS = {"fusion=xattn": ["encoder=clip+sam"]}
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_option_composes(compose, group, option):
-    cfg = compose(f"{group}={option}")
+    cfg = compose(f"{group}={option}", *COMPANIONS.get(f"{group}={option}", []))
     assert cfg.choices[group] == option
     if option in ("hf", "llava"):  # these need a path from the user, and say so
         with pytest.raises(ConfigError, match=r"(llm|data)\.path is required"):
