@@ -70,3 +70,15 @@ def test_a_sweep_plans_single_expert_cross_attention_as_invalid(cache_dir, tmp_p
     )
     plan = " ".join(result.stderr.split())
     assert plan.count("│ run │") == 1 and "│ 0 │ encoder=clip │ — │ fusion=xattn" in plan
+
+
+def test_a_sweep_records_invalid_combinations_without_failing(fast_run):
+    """A design-space grid that includes ruled-out cells (xattn with one expert) still succeeds; those cells
+    are recorded as invalid with their reason, and a sweep of nothing but invalid cells fails."""
+    runs = fast_run.parent.parent
+    result = cli("sweep", "debug=fast", "logger=none", f"paths.runs={runs}", "fusion=concat,xattn")
+    entries = json.loads((Path(result.stdout.strip().splitlines()[-1]) / "sweep.json").read_text())["runs"]
+    assert [e["status"] for e in entries] in (["skipped", "invalid"], ["complete", "invalid"])
+    assert "needs at least two experts" in entries[1]["error"]
+    alone = cli("sweep", "debug=fast", "logger=none", f"paths.runs={runs}", "fusion=xattn", check=False)
+    assert alone.returncode == 1 and "1 invalid" in " ".join(alone.stderr.split())

@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 runs=${1:-$here/runs}
 cache=$(mktemp -d)
-for seed in 0 1 2 3; do
+for seed in ${SEEDS:-0 1 2 3}; do   # SEEDS="0 1" ./run.sh reruns a subset
   MMCOMPRESS_CACHE=$cache WANDB_MODE=disabled mmcompress train seed=$seed "paths.runs=$runs"
 done
 python "$here/collect.py" "$runs/default" > "$here/result.md"

@@ -127,14 +127,14 @@ def sweep(
     if dry_run:
         return
     done = launch(planned, dirs)
-    failed = [j for j in done.jobs if j.status == "failed"]
+    count = {s: sum(j.status == s for j in done.jobs) for s in ("complete", "skipped", "invalid", "failed")}
     console.print(
-        f"sweep {done.id}: {sum(j.status == 'complete' for j in done.jobs)} complete, "
-        f"{sum(j.status == 'skipped' for j in done.jobs)} skipped, {len(failed)} failed · "
-        f"mmcompress report {done.directory}"
+        f"sweep {done.id}: "
+        + ", ".join(f"{n} {s}" for s, n in count.items() if n or s != "invalid")
+        + f" · mmcompress report {done.directory}"
     )
     typer.echo(str(done.directory))
-    if failed:
+    if count["failed"] or count["invalid"] == len(done.jobs):  # invalid combinations alone are not a failure
         raise typer.Exit(1)
 
 

@@ -287,7 +287,7 @@ class Report:
                 "GFLOPs": _fmt(g.stat(lambda r: _gflops(r)), 3),
                 "time (s)": _fmt(g.stat(lambda r: r.summary.get("wall_time_s")), 0),
             }
-            errors = sorted({r.error for r in g.runs if r.status == "failed" and r.error})
+            errors = sorted({r.error for r in g.runs if r.status in ("failed", "invalid") and r.error})
             row["error"] = "; ".join(errors)
             rows.append(row)
         return rows

@@ -139,7 +139,7 @@ def launch(sweep: Sweep, extra_dirs: list[Path] = ()) -> Sweep:
         if job.state == "complete":
             job.status = "skipped"
         elif job.state == "invalid":
-            job.status = "failed"
+            job.status = "invalid"  # a combination the design space rules out (e.g. xattn with one expert)
     todo = [j for j in sweep.jobs if j.status is None]
     for job in todo:
         job.log = str(sweep.directory / "logs" / f"{job.index:03d}.log")
