@@ -25,6 +25,7 @@ from mmcompress.features import split_features
 from mmcompress.pretrain import WorldScenes
 
 FAMILIES = ("clip", "convnext", "sam", "pix2struct")
+ALL = "all four (concat)"
 PROBES = ("color", "shape", "word", "count")
 
 
@@ -44,24 +45,27 @@ def fit_and_score(train_x, train_y, val_x, val_y, classes: int, steps: int = 300
         return (probe(val_x).argmax(-1) == val_y).float().mean().item()
 
 
-def probe_expert(family: str, overrides: list[str]) -> dict[str, float]:
+def expert_features(family: str, overrides: list[str]) -> tuple[dict, list[int]]:
+    """One expert's grid features per split, (n, N, C), with the scenes they show, and the grid."""
     cfg = load_config([f"encoder={family}", *overrides])
     expert = load_experts(cfg, lambda name, e: expert_source(name, e, cfg))[family]
-    root = world_dir(cfg)
-    scores = {}
     data = {}
     for split in ("train", "val"):
-        scenes = WorldScenes(root, split)
+        scenes = WorldScenes(world_dir(cfg), split)
         paths = [str(p) for p in scenes.paths]
-        tokens = split_features({family: expert}, paths, cfg, torch.device("cpu"), f"{family} {split}")[
-            family
-        ]
-        data[split] = (scenes, tokens.float())  # (n, N, C)
+        features = split_features({family: expert}, paths, cfg, torch.device("cpu"), f"{family} {split}")
+        data[split] = (scenes, features[family].float())  # (n, N, C)
+    return data, list(expert.grid)
+
+
+def probe(data: dict, grid: list[int]) -> dict[str, float]:
+    """Per-cell colour, shape and word (cells an item covers) and per-image count (from the mean token)."""
+    scores = {}
     for kind in ("color", "shape", "word"):
         xs, ys = [], []
         for split in ("train", "val"):
             scenes, tokens = data[split]
-            labels = scenes.patch_labels(expert.grid, (kind,))[kind]  # (n, N)
+            labels = scenes.patch_labels(grid, (kind,))[kind]  # (n, N)
             covered = labels > 0
             xs.append(tokens[covered])
             ys.append(labels[covered])
@@ -75,14 +79,24 @@ def probe_expert(family: str, overrides: list[str]) -> dict[str, float]:
 def main() -> None:
     out, overrides = Path(sys.argv[1]), sys.argv[2:]
     out.mkdir(parents=True, exist_ok=True)
-    results = {family: probe_expert(family, overrides) for family in FAMILIES}
+    features = {family: expert_features(family, overrides) for family in FAMILIES}
+    grids = {tuple(grid) for _, grid in features.values()}
+    if len(grids) > 1:
+        sys.exit(f"the experts' grids differ ({sorted(grids)}); give a common one, e.g. grid=[8,8]")
+    results = {family: probe(data, grid) for family, (data, grid) in features.items()}
+    # What fusion=concat hands the LLM: every expert's channels side by side on each cell.
+    concat = {
+        split: (features["clip"][0][split][0], torch.cat([d[split][1] for d, _ in features.values()], -1))
+        for split in ("train", "val")
+    }  # (n, N, ΣC)
+    results[ALL] = probe(concat, features["clip"][1])
     (out / "result.json").write_text(json.dumps({"overrides": overrides, "probes": results}, indent=2))
     lines = ["| expert | " + " | ".join(PROBES) + " |", "|---" * (len(PROBES) + 1) + "|"]
-    lines += [f"| {f} | " + " | ".join(f"{results[f][p]:.3f}" for p in PROBES) + " |" for f in FAMILIES]
+    lines += [f"| {f} | " + " | ".join(f"{results[f][p]:.3f}" for p in PROBES) + " |" for f in results]
     (out / "result.md").write_text("\n".join(lines) + "\n")
     figure, ax = plt.subplots(figsize=(7, 3.6))
-    width = 0.8 / len(FAMILIES)
-    for i, family in enumerate(FAMILIES):
+    width = 0.8 / len(results)
+    for i, family in enumerate(results):
         ax.bar(
             [j + i * width for j in range(len(PROBES))],
             [results[family][p] for p in PROBES],
@@ -95,8 +109,8 @@ def main() -> None:
     )
     ax.set_ylabel("linear-probe accuracy (val)")
     ax.set_xlabel("what the probe reads from the expert's grid features")
-    ax.set_ylim(0, 1.05)
-    ax.legend(ncols=4, fontsize=8, loc="lower right")
+    ax.set_ylim(0, 1.3)  # room for the legend above the bars
+    ax.legend(ncols=3, fontsize=8, loc="upper center")
     ax.set_title(
         "What each mini expert's features encode" + (f" ({' '.join(overrides)})" if overrides else "")
     )

@@ -100,12 +100,14 @@ def collect(paths: list[Path]) -> list[Run]:
                     runs[str(run.path.resolve())] = run
                     continue
                 name = f"{sweep_file.parent.name}#{entry['index']}"
+                config = _overrides_as_config(entry["overrides"])
                 runs[name] = Run(
                     name=name,
                     status=entry.get("status") or "not run",
+                    seed=config.get("seed"),
                     error=entry.get("error"),
                     overrides=entry["overrides"],
-                    config=_overrides_as_config(entry["overrides"]),
+                    config={k: v for k, v in config.items() if k.split(".")[0] not in _NOT_CONFIG},
                 )
     if not runs:
         raise UserError(
