@@ -58,7 +58,7 @@ def main() -> None:
             capture_output=True,
         )
         times = {}
-        for mode in ("memory", "disk"):
+        for mode in ("disk", "memory"):
             cache = root / mode
             shutil.copytree(warm, cache)
             times[mode] = sweep(cache, root / f"runs-{mode}", mode, args.encoder, args.steps)

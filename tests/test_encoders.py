@@ -10,6 +10,7 @@ from PIL import Image
 
 from mmcompress.errors import ConfigError, UserError
 from mmcompress.grid import PatchMap, to_grid
+from mmcompress.stages import validate
 
 from .conftest import tiny_expert_checkpoint
 
@@ -122,6 +123,9 @@ def test_impossible_grids_and_unknown_experts_are_one_line_errors(compose, tmp_p
         compose("encoder=clip+clip-l336")
     with pytest.raises(ConfigError, match="unknown expert family 'vit'"):
         _experts(compose, tmp_path, ["clip"], "encoder.experts.clip.family=vit")
+    missing = tmp_path / "no-such-checkpoint"
+    with pytest.raises(ConfigError, match=f"encoder.experts.sam.checkpoint={missing} does not exist; give"):
+        validate(compose("encoder=clip+sam", f"encoder.experts.sam.checkpoint={missing}"))
 
 
 def test_a_checkpoint_of_another_model_is_an_error_not_random_weights(compose, tmp_path):
