@@ -38,7 +38,7 @@ def _open(path):
 def test_second_encoding_reads_the_store(clip, images, tmp_path, monkeypatch):
     store = tmp_path / "store"
     first = encode_images({"clip": clip}, images, _open, torch.device("cpu"), store, "test")
-    assert first["clip"].shape == (3, 16, 32)
+    assert first["clip"].tokens.shape == (3, 16, 32)
     assert len(list(store.rglob("*.safetensors"))) == 1
 
     def fail(*_):
@@ -46,10 +46,10 @@ def test_second_encoding_reads_the_store(clip, images, tmp_path, monkeypatch):
 
     monkeypatch.setattr(store_module, "_encode", fail)
     again = encode_images({"clip": clip}, images, _open, torch.device("cpu"), store, "test")
-    torch.testing.assert_close(again["clip"], first["clip"])
+    torch.testing.assert_close(again["clip"].tokens, first["clip"].tokens)
     with torch.no_grad():
         direct = clip(clip.preprocess([_open(p) for p in images]))
-    torch.testing.assert_close(first["clip"], direct)  # the store holds what the expert computes
+    torch.testing.assert_close(first["clip"].tokens, direct)  # the store holds what the expert computes
 
 
 def test_keys_change_with_weights_selection_input_size_and_images(clip, images, tmp_path):

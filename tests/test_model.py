@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from torch import nn
 
 from mmcompress.data.llava import IGNORE_INDEX, pad
 from mmcompress.errors import UserError
@@ -15,6 +14,7 @@ from mmcompress.llm import IMAGE_TOKEN, build_word_tokenizer
 from mmcompress.model import MultimodalLM
 from mmcompress.projector import PROJECTORS
 from mmcompress.pruning import KeepAll
+from mmcompress.signals import ExpertTokens
 
 from .conftest import tiny_llama
 
@@ -65,7 +65,7 @@ def test_loss_is_cross_entropy_on_answer_tokens_only():
     ids = torch.tensor([ids_of(model, f"what color {IMAGE_TOKEN} red </s>")])
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[0, -2:] = ids[0, -2:]  # supervise "red </s>"
-    features = {"x": torch.randn(1, N, C)}
+    features = {"x": ExpertTokens(torch.randn(1, N, C))}
     loss = model(ids, torch.ones_like(ids), labels, features=features)
 
     visual, vmask = model.visual_tokens(features)
@@ -83,7 +83,7 @@ def test_zero_supervised_tokens_is_an_error():
             ids,
             torch.ones_like(ids),
             torch.full_like(ids, IGNORE_INDEX),
-            features={"x": torch.randn(1, N, C)},
+            features={"x": ExpertTokens(torch.randn(1, N, C))},
         )
 
 
@@ -101,7 +101,7 @@ def test_batched_generation_equals_one_at_a_time():
         ids_of(model, f"{IMAGE_TOKEN} what"),
         ids_of(model, f"is it red or blue or green ? {IMAGE_TOKEN} yes"),
     ]
-    features = {"x": torch.randn(3, N, C)}
+    features = {"x": ExpertTokens(torch.randn(3, N, C))}
     batched, counts = _generate(model, prompts, features)
     assert counts.tolist() == [N, N, N]
     for row, prompt in enumerate(prompts):
@@ -110,14 +110,14 @@ def test_batched_generation_equals_one_at_a_time():
         assert batched[row, :width].tolist() == alone[0].tolist()
 
 
-class _KeepFirst(nn.Module):
+class _KeepFirst(KeepAll):
     """Test pruner: keeps the first k tokens of each row (k differs per row) via the mask."""
 
     def __init__(self, keep: list[int]) -> None:
         super().__init__()
         self.keep = torch.tensor(keep)
 
-    def forward(self, tokens):
+    def forward(self, tokens, importance=None, keys=None, grid=None):
         mask = torch.arange(tokens.shape[1])[None] < self.keep[:, None]  # (B, N)
         return tokens, mask
 
@@ -130,7 +130,7 @@ def test_masked_visual_slots_never_change_the_logits():
     changed = features.clone()
     changed[0, 2:] = 100.0  # only masked slots differ
     changed[1, 4:] = -7.0
-    first, counts = _generate(model, prompts, {"x": features})
-    second, _ = _generate(model, prompts, {"x": changed})
+    first, counts = _generate(model, prompts, {"x": ExpertTokens(features)})
+    second, _ = _generate(model, prompts, {"x": ExpertTokens(changed)})
     assert counts.tolist() == [2, 4]
     assert torch.equal(first, second)

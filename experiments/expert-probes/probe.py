@@ -54,7 +54,7 @@ def expert_features(family: str, overrides: list[str]) -> tuple[dict, list[int]]
         scenes = WorldScenes(world_dir(cfg), split)
         paths = [str(p) for p in scenes.paths]
         features = split_features({family: expert}, paths, cfg, torch.device("cpu"), f"{family} {split}")
-        data[split] = (scenes, features[family].float())  # (n, N, C)
+        data[split] = (scenes, features[family].tokens.float())  # (n, N, C)
     return data, list(expert.grid)
 
 

@@ -24,6 +24,7 @@ from mmcompress.pretrain import ensure_mini_expert
 from mmcompress.projector import PROJECTORS
 from mmcompress.pruning import PRUNERS
 from mmcompress.rundir import RunDir
+from mmcompress.signals import SignalSpec, check_native
 
 STAGE_ORDER = ("init", "prealign", "align", "finetune")
 MODULES_FILE = "modules.safetensors"
@@ -59,7 +60,10 @@ def load_experts(cfg: DictConfig, source_of) -> dict[str, VisionExpert]:
 def _assemble(cfg: DictConfig, experts: dict[str, VisionExpert], llm, tokenizer) -> MultimodalLM:
     channels = {name: e.channels for name, e in experts.items()}
     fusion = FUSIONS[cfg.fusion.name](channels, next(iter(experts.values())).grid, cfg.fusion)
-    pruner = PRUNERS[cfg.pruning.name](cfg=cfg.pruning)
+    pruner = PRUNERS[cfg.pruning.name](cfg.pruning)
+    if cfg.pruning.name != "none":
+        for expert in experts.values():
+            check_native(expert)
     width = llm.config.get_text_config().hidden_size
 
     def projector(in_channels: int) -> nn.Module:
@@ -68,7 +72,9 @@ def _assemble(cfg: DictConfig, experts: dict[str, VisionExpert], llm, tokenizer)
             return PROJECTORS[cfg.projector.name](in_channels, width, cfg.projector.depth)
 
     prealign = {name: projector(c) for name, c in channels.items()}
-    return MultimodalLM(experts, fusion, pruner, projector(fusion.out_channels), prealign, llm, tokenizer)
+    model = MultimodalLM(experts, fusion, pruner, projector(fusion.out_channels), prealign, llm, tokenizer)
+    model.signal_spec = SignalSpec.from_config(cfg.pruning) if pruner.needs else None
+    return model
 
 
 def _trainable_modules(model: MultimodalLM) -> nn.ModuleDict:
@@ -119,14 +125,53 @@ def save_parts(
             expert.save_pretrained(directory / "experts" / name)
 
 
+ARCHITECTURE_KEYS = ("encoder", "fusion", "projector", "llm", "grid")  # what init_from must share
+
+
+def checkpoint_chain(cfg: DictConfig, run: RunDir) -> list[Path]:
+    """The checkpoint directories a run's model is rebuilt from, in the order they apply.
+
+    A run's own completed stages; with `init_from`, first the stages that run completed before this
+    run's first training stage (all of them for an eval-only run), so a pruning setting can be
+    evaluated — or a later stage retrained — on a model trained once."""
+    chain = []
+    if cfg.get("init_from"):
+        source = RunDir(Path(cfg.init_from).expanduser())
+        training = [s for s in STAGE_ORDER[1:] if s in cfg.stages]
+        before = STAGE_ORDER[: STAGE_ORDER.index(training[0])] if training else STAGE_ORDER
+        chain += [source.checkpoint(s) for s in before if s == "init" or source.stage_complete(s)]
+    else:
+        chain.append(run.checkpoint("init"))
+    chain += [run.checkpoint(s) for s in STAGE_ORDER[1:] if run.stage_complete(s)]
+    if not (chain[0] / MODULES_FILE).is_file():
+        raise UserError(
+            f"{chain[0].parent.parent} has no checkpoints/init; run `mmcompress train` for it first"
+        )
+    return chain
+
+
+def check_init_from(cfg: DictConfig) -> None:
+    """`init_from` must be a run of the same architecture (pruning, data budget and stages may differ)."""
+    source = RunDir(Path(cfg.init_from).expanduser())
+    theirs = source.config() if source.path.is_dir() else None
+    if theirs is None:
+        raise ConfigError(f"init_from={cfg.init_from} does not exist; give the directory of a finished run")
+    for key in ARCHITECTURE_KEYS:
+        mine = OmegaConf.to_container(cfg, resolve=True).get(key)
+        other = OmegaConf.to_container(theirs, resolve=True).get(key)
+        if mine != other:
+            raise ConfigError(
+                f"init_from={cfg.init_from} is a run with another `{key}` setting; give it the same "
+                f"{key} overrides as that run (see its overrides.txt)"
+            )
+
+
 def load_model(cfg: DictConfig, run: RunDir) -> MultimodalLM:
-    """Rebuild a run's model from its own checkpoints: init, then every completed stage in order."""
-    stages = [s for s in STAGE_ORDER if s == "init" or run.stage_complete(s)]
-    if not (run.checkpoint("init") / MODULES_FILE).is_file():
-        raise UserError(f"{run.path} has no checkpoints/init; run `mmcompress train` for it first")
+    """Rebuild a run's model from its checkpoint chain: init, then every completed stage in order."""
+    chain = checkpoint_chain(cfg, run)
 
     def latest(part: str) -> Path | None:
-        found = [run.checkpoint(s) / part for s in stages if (run.checkpoint(s) / part).exists()]
+        found = [stage / part for stage in chain if (stage / part).exists()]
         return found[-1] if found else None
 
     experts = load_experts(

@@ -7,6 +7,7 @@ baselines are means over categories, so the category mix cannot move them.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def evaluate(
         },
         "overall": round(scores["overall"] - baselines["majority"], 4),
     }
-    counts = visual_counts.float()
+    counts = visual_counts.double()
     visual = {
         "mean": counts.mean().item(),
         "min": int(counts.min()),
@@ -64,6 +65,7 @@ def evaluate(
         _, summary["val_scores"], _ = score_split(model, datasets.load(cfg, "val"), cfg, cfg.eval.max_samples)
         summary["val_scores"] = {benchmark: summary["val_scores"]}
     summary["flops"] = question_flops(model, split)
+    summary["llm_prefill_flops"] = prefill_flops_summary(model, split, records)
     run.update_summary(**summary)
     _print(benchmark, scores, baselines)
     if tracker is not None:
@@ -83,10 +85,14 @@ def score_split(
     """Greedy answers to the first `max_samples` questions of `split` (all by default), scored per category."""
     samples = split.samples[:max_samples] if max_samples else split.samples
     device = next(model.parameters()).device
-    features = split_features(dict(model.experts), split.images, cfg, device, f"{split.name} images")
+    features = split_features(
+        dict(model.experts), split.images, cfg, device, f"{split.name} images", model.signal_spec
+    )
     records, visual_counts = _answer(
         model, split, samples, features, cfg.eval.batch_size, cfg.eval.max_new_tokens
     )
+    for record, count in zip(records, visual_counts.tolist(), strict=True):
+        record["visual_tokens"] = count
     return records, _scores(records, split.name), visual_counts
 
 
@@ -107,6 +113,59 @@ def question_flops(model: MultimodalLM, split: Split) -> dict:
         "per_question": counter.get_total_flops(),
         "definition": "forward FLOPs (a multiply-add counts 2) to encode the image, project its tokens and "
         "prefill the prompt of one question, batch 1; counted by torch.utils.flop_counter",
+    }
+
+
+@torch.no_grad()
+def prefill_flops(llm, lengths: list[int]) -> list[int]:
+    """LLM prefill FLOPs of a batch-1 prompt of each length (one next-token logit).
+
+    Linear layers cost ∝ L and attention ∝ L², so the count is exactly a quadratic in L: three forwards
+    under torch.utils.flop_counter fix it, and every length follows without running the LLM again."""
+    from fractions import Fraction
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    width = llm.get_input_embeddings().weight
+    points = (8, 16, 24)
+    counted = []
+    for length in points:
+        embeds = width.new_zeros(1, length, width.shape[1])  # (1, L, D)
+        with FlopCounterMode(display=False) as counter:
+            llm(inputs_embeds=embeds, use_cache=False, logits_to_keep=1)
+        counted.append(counter.get_total_flops())
+
+    def at(length: int) -> int:  # Lagrange interpolation through the three counted points
+        total = Fraction(0)
+        for i, (xi, yi) in enumerate(zip(points, counted, strict=True)):
+            term = Fraction(yi)
+            for j, xj in enumerate(points):
+                if j != i:
+                    term *= Fraction(length - xj, xi - xj)
+            total += term
+        return int(total)
+
+    return [at(length) for length in lengths]
+
+
+def prefill_flops_summary(model: MultimodalLM, split: Split, records: list[dict]) -> dict:
+    """Prefill FLOPs per question with the visual tokens actually fed, and with the unpruned count."""
+    samples = {s.id: s for s in split.samples}
+    prompts = encode_prompts([samples[r["id"]] for r in records], model.tokenizer)
+    text = [len(p) - 1 for p in prompts]  # the <image> placeholder is replaced by the visual tokens
+    full = math.prod(model.fusion.token_grid)
+    fed = prefill_flops(model.llm, [t + r["visual_tokens"] for t, r in zip(text, records, strict=True)])
+    unpruned = prefill_flops(model.llm, [t + full for t in text])
+    mean, unpruned_mean = sum(fed) / len(fed), sum(unpruned) / len(unpruned)
+    return {
+        "mean": mean,
+        "min": min(fed),
+        "max": max(fed),
+        "unpruned_mean": unpruned_mean,
+        "ratio": mean / unpruned_mean,
+        "definition": "forward FLOPs of the LLM prefill (prompt with its visual tokens, batch 1, one "
+        "next-token logit) per evaluated question, from torch.utils.flop_counter; unpruned: the same "
+        f"prompts with all {full} fused visual tokens",
     }
 
 

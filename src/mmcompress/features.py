@@ -4,6 +4,8 @@ A sweep over fusion, pruning or LLM settings trains on the same frozen experts, 
 computed once per machine. The key covers everything that changes them: the expert's family, feature
 selection, input size and grid (its `describe` and config), a digest of its weights, the bytes of the
 images, and the version of the code and libraries that compute them. Anything else never reuses them.
+Pruning signals (importance, keys) are stored beside the features, one file per signal setting, so
+cached sweeps can prune.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from mmcompress.console import progress
 from mmcompress.data.llava import open_image
 from mmcompress.encoders import VisionExpert
 from mmcompress.errors import ConfigError
+from mmcompress.signals import ExpertTokens, SignalSpec, encode
 from mmcompress.versioning import source_digest
 
 MODES = ("disk", "memory", "off")  # train.cache_features
@@ -60,17 +63,28 @@ def images_key(paths: Sequence[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def signals_key(expert: VisionExpert, spec: SignalSpec) -> str:
+    """A digest of which signals are stored: the importance kind, the attention form and their code."""
+    content = [spec.kind_for(expert), spec.attention, source_digest("signals.py")]
+    return hashlib.sha1(json.dumps(content).encode()).hexdigest()[:10]
+
+
 def split_features(
-    experts: dict[str, VisionExpert], paths: Sequence[str], cfg: DictConfig, device: torch.device, label: str
-) -> dict[str, torch.Tensor] | None:
-    """Every image's grid features as `train.cache_features` says: from/to the disk store, encoded in
-    memory only, or None (`off`: experts run on pixels every batch)."""
+    experts: dict[str, VisionExpert],
+    paths: Sequence[str],
+    cfg: DictConfig,
+    device: torch.device,
+    label: str,
+    signals: SignalSpec | None = None,
+) -> dict[str, ExpertTokens] | None:
+    """Every image's grid features (and pruning `signals`) as `train.cache_features` says: from/to the
+    disk store, encoded in memory only, or None (`off`: experts run on pixels every batch)."""
     mode = cfg.train.cache_features
     check_mode(mode)
     if mode == "off":
         return None
     store = Path(cfg.paths.cache).expanduser() / "features" if mode == "disk" else None
-    features = encode_images(experts, paths, open_image, device, store, label)
+    features = encode_images(experts, paths, open_image, device, store, label, signals)
     return {name: f.to(device) for name, f in features.items()}
 
 
@@ -81,40 +95,53 @@ def encode_images(
     device: torch.device,
     store: Path | None,
     label: str,
-) -> dict[str, torch.Tensor]:
-    """{expert: (n_images, N, C)} grid features of `paths`, read from `store` where present, else encoded
-    (all missing experts in one pass over the images) and written there for the next run."""
-    files = {}
+    signals: SignalSpec | None = None,
+) -> dict[str, ExpertTokens]:
+    """{expert: (n_images, N, C) tokens and signals} of `paths`, read from `store` where present, else
+    encoded (all missing experts in one pass over the images) and written there for the next run."""
+    found: dict[str, ExpertTokens] = {}
+    files: dict[str, tuple[Path, Path | None]] = {}
     if store is not None:
         key = images_key(paths)
-        files = {name: store / expert_key(e) / f"{key}.safetensors" for name, e in experts.items()}
-    features = {name: load_file(f)["features"] for name, f in files.items() if f.is_file()}
-    missing = {name: e for name, e in experts.items() if name not in features}
+        for name, expert in experts.items():
+            folder = store / expert_key(expert)
+            extra = folder / f"{key}.signals-{signals_key(expert, signals)}.safetensors" if signals else None
+            files[name] = (folder / f"{key}.safetensors", extra)
+        for name, (main, extra) in files.items():
+            if main.is_file() and (extra is None or extra.is_file()):
+                stored = load_file(main) | (load_file(extra) if extra else {})
+                found[name] = ExpertTokens(stored["features"], stored.get("importance"), stored.get("keys"))
+    missing = {name: e for name, e in experts.items() if name not in found}
     if not missing:
-        return features
-    encoded = _encode(missing, paths, open_image, device, label)
-    for name, tensor in encoded.items():
+        return found
+    encoded = _encode(missing, paths, open_image, device, label, signals)
+    for name, tokens in encoded.items():
         if name in files:
-            _atomic_save(files[name], tensor)
-    return features | encoded
+            main, extra = files[name]
+            _atomic_save(main, {"features": tokens.tokens})
+            if extra is not None:
+                _atomic_save(extra, {"importance": tokens.importance, "keys": tokens.keys})
+    return found | encoded
 
 
 @torch.no_grad()
-def _encode(experts, paths, open_image, device, label) -> dict[str, torch.Tensor]:
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in experts}
+def _encode(experts, paths, open_image, device, label, signals) -> dict[str, ExpertTokens]:
+    chunks: dict[str, list[ExpertTokens]] = {name: [] for name in experts}
     with progress() as bar:
         task = bar.add_task(f"encode {label}", total=len(paths), info=", ".join(experts))
         for lo in range(0, len(paths), CHUNK):
             images = [open_image(p) for p in paths[lo : lo + CHUNK]]
             for name, expert in experts.items():
                 was_training = expert.training
-                chunks[name].append(expert.eval()(expert.preprocess(images).to(device)).cpu())
+                chunks[name].append(
+                    encode(expert.eval(), expert.preprocess(images).to(device), signals).to("cpu")
+                )
                 expert.train(was_training)
             bar.update(task, advance=len(images))
-    return {name: torch.cat(parts) for name, parts in chunks.items()}  # (n, N, C) each
+    return {name: ExpertTokens.cat(parts) for name, parts in chunks.items()}  # (n, N, C) tokens each
 
 
-def _atomic_save(path: Path, tensor: torch.Tensor) -> None:
+def _atomic_save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write under a lock and a temporary name, so parallel runs of a sweep never read half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".lock", "w") as lock:
@@ -122,5 +149,5 @@ def _atomic_save(path: Path, tensor: torch.Tensor) -> None:
         if path.is_file():
             return
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"features": tensor.contiguous()}, tmp)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
         os.replace(tmp, path)

@@ -15,7 +15,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmcompress.errors import ConfigError
+from mmcompress.pruning import Pruner, appended_signals, shared_signals
 from mmcompress.registry import Registry
+from mmcompress.signals import ExpertTokens
 
 FUSIONS: Registry[type[Fusion]] = Registry("fusion")
 
@@ -24,6 +26,8 @@ class Fusion(nn.Module):
     """{expert: (B, N, C_e)} on one grid → (B, M, out_channels)."""
 
     out_channels: int
+    aligned = True  # token i of every expert and of the output is the same grid cell
+    prunes_experts = True  # whether pruning.where=experts (before fusion) is possible
 
     def __init__(self, channels: dict[str, int], grid: tuple[int, int], cfg: DictConfig) -> None:
         super().__init__()
@@ -32,6 +36,28 @@ class Fusion(nn.Module):
     @classmethod
     def check(cls, experts: list[str], cfg: DictConfig) -> None:
         """Reject an impossible configuration before any work starts (a one-line ConfigError)."""
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """The (rows, cols) layout of the fused tokens, for pruning methods that place tokens spatially."""
+        return self.grid
+
+    def signals(self, encoded: dict[str, ExpertTokens]):
+        """The experts' pruning signals arranged as this fusion arranges their tokens."""
+        return shared_signals(encoded) if self.aligned else appended_signals(encoded)
+
+    def prune_experts(
+        self, pruner: Pruner, encoded: dict[str, ExpertTokens]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Prune every expert's tokens before fusion: one shared plan when tokens must stay aligned
+        (importance combined across experts), else each expert keeps its own. → kept tokens, (B, M) mask."""
+        if self.aligned:
+            first = next(iter(encoded.values())).tokens
+            plan = pruner.plan(first, *shared_signals(encoded), self.grid)
+            return {name: plan.apply(e.tokens) for name, e in encoded.items()}, plan.mask
+        kept = {name: pruner(e.tokens, e.importance, e.keys, self.grid) for name, e in encoded.items()}
+        mask = torch.cat([m for _, m in kept.values()], 1)  # (B, ΣM_e) in the order tokens are appended
+        return {name: t for name, (t, _) in kept.items()}, mask
 
     def describe(self) -> dict:
         """Tokens out, parameters and forward FLOPs per image, measured on one dummy image."""
@@ -64,11 +90,17 @@ class SequenceAppend(Fusion):
     """Each expert's tokens through its own linear map to a shared width, tagged with a learned per-expert
     embedding, appended one expert after another: E·N tokens, so the LLM pays for every expert."""
 
+    aligned = False
+
     def __init__(self, channels: dict[str, int], grid: tuple[int, int], cfg: DictConfig) -> None:
         super().__init__(channels, grid, cfg)
         self.out_channels = int(cfg.get("width") or max(channels.values()))
         self.maps = nn.ModuleDict({name: nn.Linear(c, self.out_channels) for name, c in channels.items()})
         self.expert_embedding = nn.Parameter(torch.randn(len(channels), self.out_channels) * 0.02)  # (E, W)
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        return (len(self.channels) * self.grid[0], self.grid[1])  # experts stacked one above another
 
     def forward(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         mapped = [self.maps[name](t) + self.expert_embedding[i] for i, (name, t) in enumerate(tokens.items())]
@@ -78,7 +110,10 @@ class SequenceAppend(Fusion):
 @FUSIONS.register("xattn")
 class CrossAttention(Fusion):
     """Mini-Gemini-style: the query expert's tokens attend to the other experts' tokens (mapped to its
-    width, with 2-D positions on the shared grid so a query can find its own region); N tokens out."""
+    width, with 2-D positions on the shared grid so a query can find its own region); N tokens out.
+    Its positions assume every grid cell, so it prunes only its fused output (pruning.where=fused)."""
+
+    prunes_experts = False
 
     def __init__(self, channels: dict[str, int], grid: tuple[int, int], cfg: DictConfig) -> None:
         super().__init__(channels, grid, cfg)

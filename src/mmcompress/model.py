@@ -6,7 +6,9 @@ expert learns to speak to the frozen LLM before the experts are fused.
 `MultimodalLM.forward` reads top to bottom as the data flows. Image features may come precomputed
 (frozen experts, cached once per run) or from pixels; everything after the experts is identical.
 Visual tokens carry a keep-mask so methods that keep a different number of tokens per image batch
-cleanly: masked slots are never attended and position ids count only real tokens.
+cleanly: masked slots are never attended and position ids count only real tokens. Pruning acts on the
+fused tokens (`pruning.where=fused`) or on each expert's before fusion (`experts`); either way the
+experts' signals are arranged as the fusion arranges their tokens.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from mmcompress.encoders import VisionExpert
 from mmcompress.errors import UserError
 from mmcompress.fusion import ChannelConcat
 from mmcompress.llm import IMAGE_TOKEN
+from mmcompress.pruning import Pruner
+from mmcompress.signals import ExpertTokens, SignalSpec, encode
 
 PARAMETER_GROUPS = ("encoder", "fusion", "projector", "llm")
 
@@ -30,7 +34,7 @@ class MultimodalLM(nn.Module):
         self,
         experts: dict[str, VisionExpert],
         fusion: nn.Module,
-        pruner: nn.Module,
+        pruner: Pruner,
         projector: nn.Module,
         prealign_projectors: dict[str, nn.Module],
         llm: PreTrainedModel,
@@ -45,31 +49,37 @@ class MultimodalLM(nn.Module):
         self.llm = llm
         self.tokenizer = tokenizer
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.signal_spec: SignalSpec | None = None  # set when the pruner reads signals
 
     # ---- the data flow ------------------------------------------------------------------------------
-    def encode_images(self, pixels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each expert on its own preprocessed pixels → {name: (B, N, C_e)} patch tokens."""
-        return {name: expert(pixels[name]) for name, expert in self.experts.items()}
+    def encode_images(self, pixels: dict[str, torch.Tensor]) -> dict[str, ExpertTokens]:
+        """Each expert on its own preprocessed pixels → {name: (B, N, C_e) tokens (+ pruning signals)}."""
+        return {name: encode(expert, pixels[name], self.signal_spec) for name, expert in self.experts.items()}
 
     def visual_tokens(
-        self, features: dict[str, torch.Tensor], expert: str | None = None
+        self, encoded: dict[str, ExpertTokens], expert: str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Expert tokens → (B, M, D) LLM-space visual tokens and their (B, M) keep-mask.
 
         With `expert`, pre-alignment's path: that expert's tokens alone through its own projector."""
         if expert is not None:
-            visual = self.prealign_projectors[expert](features[expert])  # (B, N, D)
+            visual = self.prealign_projectors[expert](encoded[expert].tokens)  # (B, N, D)
             return visual, torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device)
-        fused = self.fusion(features)  # (B, N, ΣC)
-        kept, keep_mask = self.pruner(fused)  # (B, M, ΣC), (B, M)
-        return self.projector(kept), keep_mask  # (B, M, D)
+        if self.pruner.where == "experts":
+            tokens, keep_mask = self.fusion.prune_experts(self.pruner, encoded)  # {e: (B, M_e, C_e)}, (B, M)
+            fused = self.fusion(tokens)  # (B, M, ΣC)
+        else:
+            fused = self.fusion({name: e.tokens for name, e in encoded.items()})  # (B, N, ΣC)
+            importance, keys = self.fusion.signals(encoded)  # (B, N), (B, N, K)
+            fused, keep_mask = self.pruner(fused, importance, keys, self.fusion.token_grid)  # (B, M, ΣC)
+        return self.projector(fused), keep_mask  # (B, M, D)
 
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         labels: torch.Tensor,
-        features: dict[str, torch.Tensor] | None = None,
+        features: dict[str, ExpertTokens] | None = None,
         pixels: dict[str, torch.Tensor] | None = None,
         expert: str | None = None,
     ) -> torch.Tensor:
@@ -135,7 +145,7 @@ class MultimodalLM(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        features: dict[str, torch.Tensor],
+        features: dict[str, ExpertTokens],
         max_new_tokens: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batched greedy decoding of left-padded prompts.

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mmcompress import data as datasets
-from mmcompress.assembly import build_model, load_model, save_parts
+from mmcompress.assembly import build_model, check_init_from, load_model, save_parts
 from mmcompress.console import console, progress
 from mmcompress.data.llava import IGNORE_INDEX, Split, encode_for_training, open_image, pad
 from mmcompress.errors import ConfigError, UserError
@@ -27,7 +27,9 @@ from mmcompress.features import check_mode, split_features
 from mmcompress.fusion import FUSIONS
 from mmcompress.model import MultimodalLM
 from mmcompress.optim import check_schedule, scheduler
+from mmcompress.pruning import PRUNERS
 from mmcompress.rundir import RunDir, environment, run_id
+from mmcompress.signals import ExpertTokens, SignalSpec
 from mmcompress.tracking import Tracker
 
 TRAINING_STAGES = ("prealign", "align", "finetune")
@@ -61,6 +63,7 @@ def validate(cfg: DictConfig) -> None:
     check_schedule(cfg.optim.schedule)
     check_mode(cfg.train.cache_features)
     FUSIONS[cfg.fusion.name].check(list(cfg.encoder.experts), cfg.fusion)
+    check_pruning(cfg)
     missing = OmegaConf.missing_keys(cfg)
     if missing:
         key = sorted(missing)[0]
@@ -74,6 +77,20 @@ def validate(cfg: DictConfig) -> None:
             and not Path(value).expanduser().exists()
         ):
             raise ConfigError(f"{key}={value} does not exist; give an existing directory or a hub id")
+
+
+def check_pruning(cfg: DictConfig) -> None:
+    """The pruning method, its settings and where it acts, checked against the fusion."""
+    pruner = PRUNERS[cfg.pruning.name](cfg.pruning)
+    if pruner.needs:
+        SignalSpec.from_config(cfg.pruning)
+    if pruner.where == "experts" and not FUSIONS[cfg.fusion.name].prunes_experts:
+        raise ConfigError(
+            f"pruning.where=experts is not possible with fusion={cfg.fusion.name}: its positions assume the "
+            "full grid of every expert; use pruning.where=fused"
+        )
+    if cfg.get("init_from"):
+        check_init_from(cfg)
 
 
 def run_directory(cfg: DictConfig) -> RunDir:
@@ -103,7 +120,8 @@ def train(cfg: DictConfig, overrides: list[str]) -> RunDir:
         model = None
         if todo:
             train_split = datasets.load(cfg, "train")
-            model = load_model(cfg, run) if run.stage_complete("init") else _new_model(cfg, train_split, run)
+            resume = run.stage_complete("init") or cfg.get("init_from")
+            model = load_model(cfg, run) if resume else _new_model(cfg, train_split, run)
             record_architecture(run, model, cfg.fusion.name)
             trainer = Trainer(cfg, model.to(device), train_split, tracker, device)
             for stage in todo:
@@ -184,7 +202,7 @@ class Trainer:
         self.input_ids = pad([ids for ids, _ in encoded], model.tokenizer.pad_token_id)  # (S, L_max)
         self.labels = pad([labels for _, labels in encoded], IGNORE_INDEX)  # (S, L_max)
         self.image_of = torch.tensor([s.image for s in split.samples])  # (S,) sample → image index
-        self.features: dict[str, torch.Tensor] | None = None  # expert → (n_images, N, C), frozen experts only
+        self.features: dict[str, ExpertTokens] | None = None  # expert → (n_images, N, C), frozen experts only
         self.val_split: Split | None = None  # loaded on first use by train.val_every
 
     def run_stage(self, stage: str, run: RunDir) -> None:
@@ -197,7 +215,12 @@ class Trainer:
             self.features = None  # the experts change; cached features would be stale
         elif self.features is None:
             self.features = split_features(
-                dict(self.model.experts), self.split.images, self.cfg, self.device, "train images"
+                dict(self.model.experts),
+                self.split.images,
+                self.cfg,
+                self.device,
+                "train images",
+                self.model.signal_spec,
             )
         encoder_lr = scfg.get("encoder_lr") or scfg.lr  # unfrozen experts usually want a smaller step
         optimizer = torch.optim.AdamW(
