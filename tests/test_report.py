@@ -126,3 +126,25 @@ def test_report_cli_writes_the_folder_and_mirrors_to_wandb_offline(fake_runs, tm
     assert {"report.md", "report.html", "runs.csv", "categories.png"} <= {p.name for p in out.iterdir()}
     assert list(out.glob("wandb/offline-run-*/run-*.wandb"))  # the W&B mirror, synced later
     assert "best configuration (selected on val" in " ".join(result.stderr.split())
+
+
+def test_evaluations_of_each_seeds_model_group_as_one_configuration(fake_runs):
+    """`init_from` runs evaluating the seed-0 and seed-1 models of one configuration are one group, so
+    training-free pruning results aggregate over seeds like any other."""
+    root = fake_runs.parent / "free"
+    for seed, source in ((0, "a0"), (1, "a1")):
+        for ratio, test in ((0.25, 0.6 + seed / 10), (0.5, 0.7)):
+            name = f"free{seed}-{ratio}"
+            _fake_run(root, name, 1e-3, seed, val=test, test=test, tokens=int(64 * ratio))
+            run = root / name
+            config = run / "config.yaml"
+            config.write_text(
+                config.read_text() + f"init_from: {fake_runs / source}\npruning:\n  ratio: {ratio}\n"
+            )
+            (run / "overrides.txt").write_text(
+                f"seed={seed}\ninit_from={fake_runs / source}\npruning.ratio={ratio}\n"
+            )
+    built = Report.build([root])
+    assert built.keys == ["pruning.ratio"]  # init_from differs only by the seed of the model it evaluates
+    rows = {r["ratio"]: r for r in built.rows()}
+    assert rows["0.25"]["seeds"] == "0,1" and rows["0.25"]["test"] == "0.650 ± 0.071"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import html
 import io
 import json
@@ -127,10 +128,25 @@ def _read_run(path: Path) -> Run:
         status = "interrupted"  # a killed process never wrote its final status
     overrides = (path / "overrides.txt").read_text().split() if (path / "overrides.txt").is_file() else []
     flat = _flatten({k: v for k, v in cfg.items() if k not in _NOT_CONFIG})
+    if cfg.get("init_from"):
+        flat["init_from"] = _trained_model(Path(cfg["init_from"]))
     flat |= {
         f"{group}": option for group, option in cfg.get("choices", {}).items() if group not in _NOT_CONFIG
     }
     return Run(path.name, status, flat, cfg.get("seed"), summary, path, summary.get("error"), overrides)
+
+
+def _trained_model(source: Path) -> str:
+    """What an `init_from` run starts from, seed aside: runs evaluating seed 0's and seed 1's model of
+    one configuration are one configuration."""
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(source / "config.yaml"), resolve=True)
+    except OSError:
+        return str(source)
+    trained = {k: v for k, v in cfg.items() if k not in _NOT_CONFIG}
+    return (
+        "trained:" + hashlib.sha1(json.dumps(trained, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    )
 
 
 def _recently_updated(path: Path, seconds: float = 600) -> bool:
@@ -361,39 +377,58 @@ def _gflops(run: Run) -> float | None:
 
 
 def plot_accuracy_vs_tokens(report: Report):
-    """Test accuracy against visual tokens per configuration (mean ± std over seeds), Pareto front marked."""
+    """Test accuracy against visual tokens per configuration (mean ± std over seeds), Pareto front marked.
+
+    With two or more varying keys, configurations sharing the first (e.g. the pruning method) form one
+    line, each point labelled by the others (e.g. the ratio), on a log token axis when counts span 8×."""
     b = report.benchmark
     points = []
     for g in report.groups:
         tokens = g.stat(lambda r: _metric(r, b, "visual_tokens", "mean"))
         score = g.stat(lambda r: _metric(r, b, "overall"))
         if tokens and score:
-            points.append((tokens, score, _label(g, report.keys)))
+            points.append((tokens, score, g))
     if not points:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    front = pareto_front([(t[0], s[0]) for t, s, _ in points])
-    for (tokens, score, label), on_front in zip(points, front, strict=True):
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    keys = report.keys
+    series_key, point_keys = (keys[0], keys[1:]) if len(keys) >= 2 else (None, keys)
+    series: dict[str, list] = defaultdict(list)
+    for point in points:
+        name = _short(point[2].runs[0].config.get(series_key)) if series_key else ""
+        series[name].append(point)
+    for i, (name, members) in enumerate(series.items()):
+        members.sort(key=lambda p: p[0][0])
         ax.errorbar(
-            tokens[0],
-            score[0],
-            xerr=tokens[1],
-            yerr=score[1],
-            fmt="o",
-            capsize=3,
-            color="C1" if on_front else "C0",
+            [t[0] for t, _, _ in members],
+            [s[0] for _, s, _ in members],
+            xerr=[t[1] for t, _, _ in members],
+            yerr=[s[1] for _, s, _ in members],
+            fmt="o-" if series_key else "o",
+            ms=4,
+            lw=1,
+            capsize=2,
+            color=f"C{i % 10}",
+            label=f"{short_names(keys)[series_key]}={name}" if series_key else None,
         )
-        ax.annotate(label, (tokens[0], score[0]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for tokens, score, group in members:
+            label = _label(group, point_keys) if point_keys else ""
+            ax.annotate(label, (tokens[0], score[0]), textcoords="offset points", xytext=(3, 3), fontsize=6)
+    front = pareto_front([(t[0], s[0]) for t, s, _ in points])
     frontier = sorted((t[0], s[0]) for (t, s, _), f in zip(points, front, strict=True) if f)
     ax.step(
         [x for x, _ in frontier],
         [y for _, y in frontier],
         where="post",
-        color="C1",
-        lw=1,
+        color="black",
+        lw=0.8,
+        alpha=0.6,
         label="Pareto front",
     )
+    counts = [t[0] for t, _, _ in points]
+    if max(counts) >= 8 * min(counts):
+        ax.set_xscale("log")
     majority = statistics.mean(
         r.summary["baselines"][b]["majority"] for g in report.groups for r in g.complete
     )
@@ -401,7 +436,7 @@ def plot_accuracy_vs_tokens(report: Report):
     ax.set_xlabel("visual tokens per image (mean)")
     ax.set_ylabel(f"{b} test accuracy (overall)")
     ax.set_title("accuracy against visual tokens")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7)
     ax.grid(alpha=0.3)
     return fig
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
+from rich.markup import escape
 
 from mmcompress.config import _first_line, group_options, load_config
 from mmcompress.console import console, progress
@@ -157,10 +158,9 @@ def launch(sweep: Sweep, extra_dirs: list[Path] = ()) -> Sweep:
                 job.error = _error_line(job)
             sweep.write()
             bar.update(task, advance=1, info=f"run {job.index} {job.status}")
-            mark = "[green]complete[/]" if returncode == 0 else f"[red]failed[/]: {job.error}"
-            console.print(
-                f"run {job.index} ({' '.join(job.overrides) or 'defaults'}): {mark}", soft_wrap=True
-            )
+            mark = "[green]complete[/]" if returncode == 0 else f"[red]failed[/]: {escape(job.error)}"
+            shown = escape(" ".join(job.overrides) or "defaults")  # stages=[eval] is not rich markup
+            console.print(f"run {job.index} ({shown}): {mark}", soft_wrap=True)
     return sweep
 
 
@@ -279,7 +279,7 @@ def print_plan(sweep: Sweep) -> None:
         )
         table.add_row(
             str(job.index),
-            shown,
+            Text(shown),
             Path(job.run_dir).name if job.run_dir else "—",
             Text(plan_text, style=style[job.state]),
         )

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Visual-token pruning on the embedded benchmark, on a 16×16 token grid (encoder=clip-16x16: the mini CLIP
+# with 4 px patches, pretrained on first use). 1. The unpruned model, seeds 0 and 1, at the default budget.
+# 2. Training-free: each trained model evaluated under every method at every budget (init_from, stages=[eval]).
+# 3. The two best methods at 11% and 5.5% (BEST, chosen from step 2's result) applied during training too.
+# Then `mmcompress report` for each part and summarize.py for the table and the accuracy-vs-tokens plot.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+runs=${RUNS:-$here/runs}
+seeds=${SEEDS:-"0 1"}
+best=${BEST:-"topk,prumerge_plus"}
+export WANDB_MODE=${WANDB_MODE:-disabled}
+read -ra extra <<<"${EXTRA:-}"  # e.g. EXTRA=debug=fast for a smoke run of the whole pipeline
+common=(encoder=clip-16x16 logger=none launcher=parallel "paths.runs=$runs" "${extra[@]}")
+seed_list=$(tr ' ' , <<<"$seeds")
+
+mmcompress sweep name=pruning "${common[@]}" "seed=$seed_list"
+for seed in $seeds; do
+  trained=$(mmcompress train name=pruning "${common[@]}" "seed=$seed" 'stages=[prealign,align,finetune]' | tail -1)
+  mmcompress sweep name=pruning-free "${common[@]}" "seed=$seed" "init_from=$trained" 'stages=[eval]' \
+    pruning=random,spatial,topk,tome pruning.ratio=0.5,0.25,0.11,0.055
+  mmcompress sweep name=pruning-free "${common[@]}" "seed=$seed" "init_from=$trained" 'stages=[eval]' \
+    pruning=none,prumerge,prumerge_plus
+done
+mmcompress sweep name=pruning-trained "${common[@]}" "seed=$seed_list" "pruning=$best" pruning.ratio=0.11,0.055
+mmcompress report "$runs/pruning-free" --out "$here/report-free"
+mmcompress report "$runs/pruning" "$runs/pruning-trained" --out "$here/report-trained"
+python "$here/summarize.py" "$runs" "$here"
