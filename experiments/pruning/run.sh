@@ -3,6 +3,7 @@
 # with 4 px patches, pretrained on first use). 1. The unpruned model, seeds 0 and 1, at the default budget.
 # 2. Training-free: each trained model evaluated under every method at every budget (init_from, stages=[eval]).
 # 3. The two best methods at 11% and 5.5% (BEST, chosen from step 2's result) applied during training too.
+# Also: top-k by the signals of experts without [CLS] (distinct, norm) against CLS attention.
 # Then `mmcompress report` for each part and summarize.py for the table and the accuracy-vs-tokens plot.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +22,8 @@ for seed in $seeds; do
     pruning=random,spatial,topk,tome pruning.ratio=0.5,0.25,0.11,0.055
   mmcompress sweep name=pruning-free "${common[@]}" "seed=$seed" "init_from=$trained" 'stages=[eval]' \
     pruning=none,prumerge,prumerge_plus
+  mmcompress sweep name=pruning-signals "${common[@]}" "seed=$seed" "init_from=$trained" 'stages=[eval]' \
+    pruning=topk pruning.ratio=0.11,0.055 pruning.importance=distinct,norm
 done
 mmcompress sweep name=pruning-trained "${common[@]}" "seed=$seed_list" "pruning=$best" pruning.ratio=0.11,0.055
 mmcompress report "$runs/pruning-free" --out "$here/report-free"

@@ -50,6 +50,7 @@ def entries(runs_dir: Path, part: str) -> list[dict]:
             {
                 "method": config.get("pruning"),
                 "ratio": config.get("pruning.ratio"),
+                "importance": config.get("pruning.importance"),
                 "tokens": stats(group, "visual_tokens", "mean"),
                 "accuracy": accuracy,
                 "categories": {
@@ -73,6 +74,7 @@ def cell(entry: dict | None) -> str:
 def main() -> None:
     runs_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
     free, trained = entries(runs_dir, "pruning-free"), entries(runs_dir, "pruning-trained")
+    signals = entries(runs_dir, "pruning-signals") if (runs_dir / "pruning-signals").is_dir() else []
     full = next(e for e in free if e["method"] == "none")
     base = full["accuracy"][0]
     tokens = round(full["tokens"][0])
@@ -126,8 +128,23 @@ def main() -> None:
                 f"| {e['method']} | {e['ratio']} | {e['accuracy'][0]:.3f} ± {e['accuracy'][1]:.3f} | "
                 f"{e['tokens'][0]:.1f} | {cell(twin)} |"
             )
+    if signals:
+        lines += [
+            "",
+            "Top-k by each importance signal, training-free (CLS attention is the default for CLIP):",
+            "",
+        ]
+        lines += ["| importance | 11% | 5.5% |", "|---|---|---|"]
+        for kind in ("cls", "distinct", "norm"):
+            pool = free if kind == "cls" else [e for e in signals if e["importance"] == kind]
+            row = [
+                next((e for e in pool if e["method"] == "topk" and e["ratio"] == r), None)
+                for r in (0.11, 0.055)
+            ]
+            lines.append(f"| {kind} | " + " | ".join(cell(e) for e in row) + " |")
     (out / "result.md").write_text("\n".join(lines) + "\n")
-    (out / "result.json").write_text(json.dumps({"training_free": free, "trained": trained}, indent=2) + "\n")
+    payload = {"training_free": free, "trained": trained, "signals": signals}
+    (out / "result.json").write_text(json.dumps(payload, indent=2) + "\n")
 
     figure, ax = plt.subplots(figsize=(9.5, 4.8))
     for i, method in enumerate(FIXED + ADAPTIVE):
