@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mmcompress import features as store_module
-from mmcompress.encoders import CLIPExpert, SAMExpert
+from mmcompress.encoders import CLIPExpert, ConvNeXtExpert, SAMExpert
 from mmcompress.errors import ConfigError
 from mmcompress.features import encode_images
 from mmcompress.signals import SignalSpec, check_native, cls_attention, encode, token_importance
@@ -63,8 +63,13 @@ def test_upsampled_experts_cannot_be_pruned(clip):
         check_native(clip)
 
 
-def test_experts_without_cls_rank_by_distinctness(tmp_path):
+def test_experts_without_cls_use_the_signal_measured_best_for_them(tmp_path):
     sam = SAMExpert.from_pretrained("sam", str(tiny_expert_checkpoint("sam", tmp_path / "sam")), {})
+    convnext = ConvNeXtExpert.from_pretrained(
+        "convnext", str(tiny_expert_checkpoint("convnext", tmp_path / "cn")), {}
+    )
+    assert (SignalSpec().kind_for(sam), SignalSpec().kind_for(convnext)) == ("distinct", "norm")
+    assert SignalSpec("norm").kind_for(sam) == "norm"  # an explicit choice wins
     with pytest.raises(ConfigError, match="no \\[CLS\\] token"):
         SignalSpec("cls").kind_for(sam)
     tokens = torch.tensor([[[1.0, 0], [1, 0], [1, 0], [0, 1]]])  # the odd one out is most distinct

@@ -429,6 +429,10 @@ def plot_accuracy_vs_tokens(report: Report):
     counts = [t[0] for t, _, _ in points]
     if max(counts) >= 8 * min(counts):
         ax.set_xscale("log")
+        ax.minorticks_off()
+        ticks = sorted({round(c) for c in counts})
+        if len(ticks) <= 10:  # the token counts themselves, not powers of ten
+            ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=7)
     majority = statistics.mean(
         r.summary["baselines"][b]["majority"] for g in report.groups for r in g.complete
     )

@@ -3,9 +3,9 @@
 CLIP has a [CLS] token, so its importance is PruMerge's CLS attention: the last layer's query of [CLS]
 against the keys of its input (the penultimate features), head-averaged by default or, as the release
 does, one softmax over all heads' channels. Its keys are that layer's keys. Experts without a [CLS]
-token (ConvNeXt, SAM, Pix2Struct) rank their tokens by `distinct` — how unlike the image's mean token a
-token is — chosen over the feature norm by measurement (README, "Pruning signals"); their keys are their
-features. Signals are computed on the native grid and average-pooled onto the common grid, so pruning
+token rank theirs by what measured best for each (experiments/pruning-signals): SAM and Pix2Struct by
+`distinct` — how unlike the image's mean token a token is — and ConvNeXt by the feature `norm`; their keys
+are their features. Signals are computed on the native grid and average-pooled onto the common grid, so pruning
 never ranks tokens that upsampling invented (that case is refused).
 """
 
@@ -23,7 +23,7 @@ from mmcompress.errors import ConfigError
 
 IMPORTANCE = ("auto", "cls", "distinct", "norm")  # pruning.importance
 ATTENTION_FORMS = ("heads_mean", "single_softmax")  # pruning.attention
-NO_CLS_DEFAULT = "distinct"
+NO_CLS_DEFAULT = {"convnext": "norm", "sam": "distinct", "pix2struct": "distinct"}  # measured, per family
 
 
 @dataclass
@@ -73,11 +73,11 @@ class SignalSpec:
         """The importance this expert uses: CLS attention where it has a [CLS] token, unless told otherwise."""
         has_cls = expert.family == "clip"
         if self.importance == "auto":
-            return "cls" if has_cls else NO_CLS_DEFAULT
+            return "cls" if has_cls else NO_CLS_DEFAULT.get(expert.family, "distinct")
         if self.importance == "cls" and not has_cls:
             raise ConfigError(
                 f"pruning.importance=cls, but expert '{expert.name}' ({expert.family}) has no [CLS] token; "
-                f"use importance=auto (cls where possible, else {NO_CLS_DEFAULT}) or distinct / norm"
+                "use importance=auto (cls where possible, else the measured best) or distinct / norm"
             )
         return self.importance
 

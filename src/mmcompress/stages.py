@@ -128,7 +128,10 @@ def train(cfg: DictConfig, overrides: list[str]) -> RunDir:
                 trainer.run_stage(stage, run)
         if "eval" in cfg.stages:
             evaluate(cfg, run, tracker, model=model, device=device)
-        run.update_summary(status="complete", wall_time_s=round(time.time() - start, 1))
+        worked = bool(todo) or "eval" in cfg.stages  # a rerun with nothing to do keeps the recorded time
+        run.update_summary(
+            status="complete", **({"wall_time_s": round(time.time() - start, 1)} if worked else {})
+        )
     except KeyboardInterrupt:
         run.update_summary(status="interrupted", wall_time_s=round(time.time() - start, 1))
         raise
