@@ -141,7 +141,7 @@ def cls_attention(
     layer's patch keys: ((B, n), (B, n, C)).
 
     `heads_mean`: each head's softmax(q·k/√d), averaged. `single_softmax` (the release): one softmax of
-    q·k over all heads' channels scaled by 1/√C — the softmax of (heads × the head-averaged logits)/…"""
+    q·k over all heads' channels scaled by 1/√C, i.e. of √heads × the head-averaged logits (4× for ViT-L)."""
     query = attention.q_proj(hidden[:, :1]).float()  # (B, 1, C)
     keys = attention.k_proj(hidden).float()  # (B, 1+n, C)
     if form == "single_softmax":
