@@ -72,12 +72,57 @@ def eval_(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `mmcompress train`.")],
     overrides: Overrides = None,
 ) -> None:
-    """Re-evaluate a run from its saved checkpoints (writes eval/<benchmark>.jsonl, updates summary.json)."""
+    """Score a finished run's model on benchmarks: eval.benchmarks=[pope,textvqa] benchmark.pope.questions=...
+
+    Writes eval/<benchmark>.jsonl, the scores into summary.json and eval/lmms_eval_results.json.
+    """
     from mmcompress.evaluation import evaluate_run_dir
 
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     evaluate_run_dir(run_dir, overrides or [])
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `mmcompress train`.")],
+    overrides: Overrides = None,
+    image: Annotated[Path | None, typer.Option("--image", help="An image file.")] = None,
+    question: Annotated[
+        str | None, typer.Option("--question", "-q", help="A question about --image.")
+    ] = None,
+    questions: Annotated[
+        Path | None,
+        typer.Option(
+            "--questions", help="A LLaVA question .jsonl ({question_id, image, text}) to answer in batch."
+        ),
+    ] = None,
+    image_folder: Annotated[
+        Path | None,
+        typer.Option("--image-folder", help="Where --questions' image paths start (default: its folder)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Answers .jsonl (default: <run>/predict/<questions>.jsonl)."),
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = 32,
+) -> None:
+    """Answer a question about an image (or a question file) with a trained run's model.
+
+    Same preprocessing, chat template and greedy generation as `mmcompress eval`.
+    """
+    from mmcompress.evaluation import predict_file, predict_one
+
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    if (questions is None) == (image is None or question is None):
+        raise UserError("give either --image and --question, or --questions FILE.jsonl")
+    if questions is None:
+        typer.echo(predict_one(run_dir, overrides or [], image, question, max_new_tokens))
+        return
+    written = predict_file(run_dir, overrides or [], questions, image_folder, out, max_new_tokens)
+    console.print(f"answers written to {written}")
+    typer.echo(str(written))
 
 
 @app.command()

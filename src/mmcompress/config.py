@@ -154,7 +154,13 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
             raise ConfigError(
                 f"'{override.input_line}': only key=value overrides apply to a stored run config"
             )
-        if OmegaConf.select(cfg, key, default=_missing) is _missing:
+        current = OmegaConf.select(cfg, key, default=_missing)
+        if current is _missing:
             raise ConfigError(f"unknown config key '{key}' in this run's config.yaml")
+        if isinstance(current, DictConfig) and not isinstance(override.value(), dict):
+            raise ConfigError(
+                f"'{override.input_line}': {key} is a config group, fixed for a finished run; evaluate its "
+                f"model under another one with `mmcompress train init_from=RUN stages=[eval] {override.input_line}`"
+            )
         OmegaConf.update(cfg, key, override.value(), merge=False)
     return cfg

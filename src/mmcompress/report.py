@@ -278,12 +278,14 @@ class Report:
     keys: list[str]
     groups: list[Group]
     benchmark: str | None
+    others: list[str] = field(default_factory=list)  # further benchmarks scored: one test column each
 
     @classmethod
     def build(cls, paths: list[Path]) -> Report:
         runs = collect(paths)
-        names = benchmarks(runs)
-        return cls(runs, varying_keys(runs), group_runs(runs), names[0] if names else None)
+        trained_on = {r.config.get("data.name") for r in runs}
+        names = sorted(benchmarks(runs), key=lambda b: b not in trained_on)  # the training data's split first
+        return cls(runs, varying_keys(runs), group_runs(runs), names[0] if names else None, names[1:])
 
     def rows(self) -> list[dict[str, str]]:
         """One row per configuration: what varies, seeds, status, scores, visual tokens, FLOPs, time."""
@@ -300,6 +302,7 @@ class Report:
                 "status": " ".join(f"{n}×{s}" if n > 1 else s for s, n in statuses.items()),
                 "val": _fmt(g.stat(lambda r: _metric(r, b, "overall", split="val"))) if b else "—",
                 "test": _fmt(g.stat(lambda r: _metric(r, b, "overall"))) if b else "—",
+                **{o: _fmt(g.stat(lambda r, o=o: _metric(r, o, "overall"))) for o in self.others},
                 "majority": _fmt(g.stat(lambda r: r.summary.get("baselines", {}).get(b, {}).get("majority"))),
                 "visual tokens": _fmt(g.stat(lambda r: _metric(r, b, "visual_tokens", "mean")), 1),
                 "GFLOPs": _fmt(g.stat(lambda r: _gflops(r)), 3),

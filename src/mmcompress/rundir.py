@@ -30,7 +30,18 @@ from mmcompress.versioning import code_version
 SCHEMA_VERSION = 1
 STATUSES = ("running", "complete", "failed", "interrupted")
 # Top-level keys that do not change the trained model; they are left out of the run id.
-RUN_ID_EXCLUDED = ("logger", "launcher", "paths", "run_dir", "stages", "eval", "train", "device", "name")
+RUN_ID_EXCLUDED = (
+    "logger",
+    "launcher",
+    "paths",
+    "run_dir",
+    "stages",
+    "eval",
+    "benchmark",
+    "train",
+    "device",
+    "name",
+)
 
 
 def run_id(cfg: DictConfig) -> str:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from mmcompress import data as datasets
 from mmcompress.assembly import build_model, check_init_from, load_model, save_parts
 from mmcompress.console import console, progress
+from mmcompress.data.benchmarks import check_benchmarks, from_split
 from mmcompress.data.llava import IGNORE_INDEX, Split, encode_for_training, open_image, pad
 from mmcompress.errors import ConfigError, UserError
 from mmcompress.evaluation import evaluate, score_split
@@ -64,6 +65,7 @@ def validate(cfg: DictConfig) -> None:
     check_mode(cfg.train.cache_features)
     FUSIONS[cfg.fusion.name].check(list(cfg.encoder.experts), cfg.fusion)
     check_pruning(cfg)
+    check_benchmarks(cfg)
     missing = OmegaConf.missing_keys(cfg)
     if missing:
         key = sorted(missing)[0]
@@ -288,7 +290,8 @@ class Trainer:
         """Score the val split now: per-category curves show when each skill is learned."""
         if self.val_split is None:
             self.val_split = datasets.load(self.cfg, "val")
-        _, scores, _ = score_split(self.model.eval(), self.val_split, self.cfg, self.cfg.train.val_samples)
+        val = from_split(self.val_split, "val", self.cfg.train.val_samples)
+        _, scores, _ = score_split(self.model.eval(), val, self.cfg)
         self.model.train()
         values = {"overall": scores["overall"], **scores["categories"]}
         self.tracker.log({"stage": stage, "step": step, **{f"val/{k}": v for k, v in values.items()}})

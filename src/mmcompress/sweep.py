@@ -124,7 +124,10 @@ def plan(overrides: list[str], extra_dirs: list[Path] = ()) -> Sweep:
             job.run_dir = str(run.path)
             wanted = [s for s in TRAINING_STAGES if s in cfg.stages]
             done = [s for s in wanted if run.stage_complete(s)]
-            evaluated = "eval" not in cfg.stages or "scores" in run.summary()
+            scored = set(run.summary().get("scores", {}))
+            evaluated = (
+                "eval" not in cfg.stages or set(cfg.eval.benchmarks) <= scored
+            )  # a new benchmark reruns eval
             if len(done) == len(wanted) and evaluated and run.summary().get("status") == "complete":
                 job.state = "complete"
             elif done:

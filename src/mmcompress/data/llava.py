@@ -164,11 +164,13 @@ def encode_for_training(
     return encoded
 
 
-def encode_prompts(samples: Sequence[Sample], tokenizer) -> list[list[int]]:
-    """Ids of each sample's conversation up to its first answer, ending with the generation prompt."""
+def encode_prompts(samples: Sequence, tokenizer) -> list[list[int]]:
+    """Ids of each sample's (or question's) conversation up to its first answer, ending with the
+    generation prompt."""
     texts = []
     for sample in samples:
-        first_answer = next(k for k, m in enumerate(sample.messages) if m["role"] == "assistant")
+        roles = [m["role"] for m in sample.messages]
+        first_answer = roles.index("assistant") if "assistant" in roles else len(roles)
         texts.append(
             tokenizer.apply_chat_template(
                 list(sample.messages[:first_answer]), tokenize=False, add_generation_prompt=True
