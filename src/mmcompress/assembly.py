@@ -128,12 +128,13 @@ def save_parts(
 ARCHITECTURE_KEYS = ("encoder", "fusion", "projector", "llm", "grid")  # what init_from must share
 
 
-def checkpoint_chain(cfg: DictConfig, run: RunDir) -> list[Path]:
+def checkpoint_chain(cfg: DictConfig, run: RunDir, until: str | None = None) -> list[Path]:
     """The checkpoint directories a run's model is rebuilt from, in the order they apply.
 
-    A run's own completed stages; with `init_from`, first the stages that run completed before this
-    run's first training stage (all of them for an eval-only run), so a pruning setting can be
-    evaluated — or a later stage retrained — on a model trained once."""
+    A run's own completed stages (up to `until`, e.g. the align stage the A score reads); with
+    `init_from`, first the stages that run completed before this run's first training stage (all of them
+    for an eval-only run), so a pruning setting can be evaluated — or a later stage retrained — on a
+    model trained once."""
     chain = []
     if cfg.get("init_from"):
         source = RunDir(Path(cfg.init_from).expanduser())
@@ -142,7 +143,8 @@ def checkpoint_chain(cfg: DictConfig, run: RunDir) -> list[Path]:
         chain += [source.checkpoint(s) for s in before if s == "init" or source.stage_complete(s)]
     else:
         chain.append(run.checkpoint("init"))
-    chain += [run.checkpoint(s) for s in STAGE_ORDER[1:] if run.stage_complete(s)]
+    own = STAGE_ORDER[1:] if until is None else STAGE_ORDER[1 : STAGE_ORDER.index(until) + 1]
+    chain += [run.checkpoint(s) for s in own if run.stage_complete(s)]
     if not (chain[0] / MODULES_FILE).is_file():
         raise UserError(
             f"{chain[0].parent.parent} has no checkpoints/init; run `mmcompress train` for it first"
@@ -166,9 +168,9 @@ def check_init_from(cfg: DictConfig) -> None:
             )
 
 
-def load_model(cfg: DictConfig, run: RunDir) -> MultimodalLM:
-    """Rebuild a run's model from its checkpoint chain: init, then every completed stage in order."""
-    chain = checkpoint_chain(cfg, run)
+def load_model(cfg: DictConfig, run: RunDir, until: str | None = None) -> MultimodalLM:
+    """Rebuild a run's model from its checkpoint chain: init, then every completed stage (up to `until`)."""
+    chain = checkpoint_chain(cfg, run, until)
 
     def latest(part: str) -> Path | None:
         found = [stage / part for stage in chain if (stage / part).exists()]

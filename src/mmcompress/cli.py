@@ -218,6 +218,68 @@ def report(
     typer.echo(str(target))
 
 
+@app.command()
+def ac(
+    overrides: Overrides = None,
+    config_dir: ConfigDirs = None,
+    reference: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reference", help="Encoder config(s) the A score aligns to, averaged (default: clip)."
+        ),
+    ] = None,
+    images: Annotated[int, typer.Option("--images", help="Val images the A score averages over.")] = 100,
+    pairs: Annotated[int, typer.Option("--pairs", help="Image pairs the C score averages over.")] = 100,
+    spair: Annotated[
+        Path | None,
+        typer.Option("--spair", help="SPair-71k folder: its test pairs instead of generated ones."),
+    ] = None,
+    window: Annotated[
+        int, typer.Option("--window", help="Soft-argmax window of the keypoint transfer (1: none).")
+    ] = 3,
+    benchmark: Annotated[
+        str | None,
+        typer.Option("--benchmark", help="Whose score the fit predicts (default: the training data's)."),
+    ] = None,
+    policy: Annotated[
+        bool, typer.Option("--policy", help="Say which candidates to train next (the AC policy).")
+    ] = False,
+    trials: Annotated[
+        int, typer.Option("--trials", help="Policy simulations once every candidate is trained.")
+    ] = 1000,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: runs/<name>/ac/<id>).")
+    ] = None,
+) -> None:
+    """Rank vision representations by their AC score without finetuning them all (Law of Vision Representation).
+
+    Candidates are sweep overrides (encoder=clip,convnext,sam encoder.experts.clip.select_layer=-1,-2 …).
+    Each gets its stages up to align (in the run directory its full training would use); A aligns its
+    projected tokens with the reference's, C transfers keypoints between image pairs on its features.
+    Scores of candidates already trained are read, a quadratic in (A, C) is fitted and the rest predicted.
+    """
+    from mmcompress.ac import print_result, run_ac
+    from mmcompress.config import extra_config_dirs
+
+    if images < 1 or pairs < 1 or window < 1 or window % 2 == 0:
+        raise UserError("--images and --pairs must be positive and --window a positive odd number")
+    result = run_ac(
+        overrides or [],
+        reference or ["clip"],
+        images=images,
+        pairs=pairs,
+        spair=spair,
+        window=window,
+        benchmark=benchmark,
+        policy=policy,
+        trials=trials,
+        out=out,
+        extra_dirs=extra_config_dirs(config_dir or []),
+    )
+    print_result(result)
+    typer.echo(result["out"])
+
+
 @app.command("pretrain-expert")
 def pretrain_expert(
     expert: Annotated[

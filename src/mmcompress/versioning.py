@@ -14,9 +14,12 @@ from functools import cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
-# Modules that only launch, log or present results; editing them changes no trained model or score.
+# Modules that only launch, log, present or analyse finished runs; editing them changes no trained model
+# or benchmark score (the AC analysis reads runs and launches their align stage through stages.py).
 PRESENTATION_ONLY = (
     "__init__.py",
+    "ac.py",
+    "data/pairs.py",
     "__main__.py",
     "cli.py",
     "console.py",
