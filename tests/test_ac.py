@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,113 @@ def test_policy_and_random_trials_are_well_formed():
     for _ in range(20):
         assert 2 <= policy_trainings(a, c, y, rng) <= 6
         assert 1 <= random_trainings(y, rng) <= 6
+
+
+def test_next_trainings_cover_the_open_regions_first():
+    from mmcompress.ac import Candidate, next_trainings
+
+    def candidate(label, a, c, score=None):
+        return Candidate(label, [], Path("."), a=a, c=c, score=score)
+
+    corners = [candidate("low-low", 0.0, 0.0, 0.3), candidate("high-high", 1.0, 1.0, 0.9)]
+    open_ = [candidate("low-high", 0.1, 0.9), candidate("high-low", 0.9, 0.1)]
+    steps = next_trainings([*corners, *open_], seed=0)
+    assert sorted(s["label"] for s in steps) == ["high-low", "low-high"]
+    everything = [candidate(x.label, x.a, x.c, 0.5) for x in [*corners, *open_]]
+    everything.append(candidate("middle", 0.5, 0.5))
+    everything[-1].predicted = 0.7
+    assert [s["label"] for s in next_trainings(everything, seed=0)] == ["middle"]
+
+
+def test_candidate_files_are_checked(tmp_path):
+    from mmcompress.ac import _candidate_groups
+    from mmcompress.errors import UserError
+
+    good = tmp_path / "candidates.yaml"
+    good.write_text("- encoder=clip,sam\n- encoder=convnext encoder.experts.convnext.stage=2,3\n")
+    assert _candidate_groups(good) == [
+        ["encoder=clip,sam"],
+        ["encoder=convnext", "encoder.experts.convnext.stage=2,3"],
+    ]
+    assert _candidate_groups(None) == [[]]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("encoder: clip\n")
+    with pytest.raises(UserError, match="must be a YAML list of override strings"):
+        _candidate_groups(bad)
+    with pytest.raises(UserError, match="cannot be read"):
+        _candidate_groups(tmp_path / "missing.yaml")
+
+
+@pytest.mark.slow
+def test_ac_cli_on_tiny_configs(fast_run, tmp_path):
+    """`mmcompress ac encoder=clip,sam`: the finished clip run is read (not retrained), sam gets its stages
+    up to align only; A, C, the score, the policy's next step and the outputs are written; a rerun reuses
+    the stored A and C."""
+    import json
+    import shutil
+
+    from .conftest import cli
+
+    runs = tmp_path / "runs"
+    shutil.copytree(fast_run, runs / "default" / fast_run.name)
+    finetune = (
+        runs / "default" / fast_run.name / "checkpoints" / "finetune" / "modules.safetensors"
+    ).read_bytes()
+    args = ["ac", "encoder=clip,sam", "debug=fast", "logger=none", f"paths.runs={runs}", "--images", "8"]
+    cli(*args, "--pairs", "8", "--policy", "--out", str(tmp_path / "ac"))
+    result = json.loads((tmp_path / "ac" / "ac.json").read_text())
+    clip, sam = result["candidates"]
+    assert clip["run"] == str(runs / "default" / fast_run.name)
+    assert clip["a"] == pytest.approx(1.0)  # the reference is this very run
+    expected = json.loads((fast_run / "summary.json").read_text())["scores"]["synthvqa"]["overall"]
+    assert clip["score"] == expected and sam["score"] is None
+    assert -1 <= sam["a"] < 1 and 0 <= sam["c"] <= 1 and 0 <= sam["c_pck05"] <= sam["c"]
+    assert set(sam["c_by_kind"]) == {"affine", "scale", "crop", "photometric"}
+    assert result["next"] and all("why" in step for step in result["next"])
+    sam_run = Path(sam["run"])
+    assert (sam_run / "checkpoints" / "align" / "stage.json").is_file()
+    assert not (sam_run / "checkpoints" / "finetune").exists()
+    assert json.loads((sam_run / "summary.json").read_text())["ac"]["a"] == sam["a"]
+    assert (
+        runs / "default" / fast_run.name / "checkpoints" / "finetune" / "modules.safetensors"
+    ).read_bytes() == finetune
+    assert (tmp_path / "ac" / "ac.png").stat().st_size > 10_000 and "| encoder=sam |" in (
+        tmp_path / "ac" / "ac.md"
+    ).read_text()
+
+    again = cli(*args, "--pairs", "8", "--out", str(tmp_path / "again"))
+    assert "stage align complete" not in again.stdout + again.stderr  # A and C reused, nothing trained
+    assert json.loads((tmp_path / "again" / "ac.json").read_text())["candidates"][1]["a"] == sam["a"]
+
+
+def test_spair_loader_reads_its_layout_and_scales_to_the_square(tmp_path):
+    import json
+
+    from mmcompress.data.pairs import load_spair
+    from mmcompress.errors import UserError
+
+    root = tmp_path / "SPair-71k"
+    (root / "JPEGImages" / "cat").mkdir(parents=True)
+    Image.new("RGB", (200, 100), "red").save(root / "JPEGImages" / "cat" / "a.jpg")
+    Image.new("RGB", (100, 400), "blue").save(root / "JPEGImages" / "cat" / "b.jpg")
+    pair = {
+        "src_imname": "a.jpg",
+        "trg_imname": "b.jpg",
+        "category": "cat",
+        "src_kps": [[100, 50], [20, 10]],
+        "trg_kps": [[50, 200], [10, 40]],
+        "trg_bndbox": [10, 40, 60, 240],
+    }
+    (root / "PairAnnotation" / "test").mkdir(parents=True)
+    (root / "PairAnnotation" / "test" / "0-a-b:cat.json").write_text(json.dumps(pair))
+    (loaded,) = load_spair(root, "test", 64)
+    assert loaded.source.size == loaded.target.size == (64, 64)
+    assert np.allclose(loaded.source_points, [[32, 32], [6.4, 6.4]])
+    assert np.allclose(loaded.target_points, [[32, 32], [6.4, 6.4]])
+    assert loaded.extent == pytest.approx(32.0)  # the box is 50 x 200 → 32 x 32 after scaling
+    assert loaded.kind == "cat"
+    with pytest.raises(UserError, match="no SPair-71k pairs"):
+        load_spair(root, "trn", 64)
+    (root / "PairAnnotation" / "test" / "1-bad.json").write_text("{}")
+    with pytest.raises(UserError, match="is not an SPair-71k pair annotation"):
+        load_spair(root, "test", 64)

@@ -351,6 +351,7 @@ def run_ac(
     policy: bool = False,
     trials: int = 1000,
     out: Path | None = None,
+    candidates: Path | None = None,
     extra_dirs: Sequence[Path] = (),
 ) -> dict:
     """`mmcompress ac`: A and C for every candidate the sweep overrides expand to, the benchmark scores of
@@ -364,7 +365,9 @@ def run_ac(
     from mmcompress.stages import resolve_device
     from mmcompress.sweep import expand
 
-    runs = expand(overrides, extra_dirs)
+    runs = []
+    for group in _candidate_groups(candidates):
+        runs += [run for run in expand([*overrides, *group], extra_dirs) if run not in runs]
     if len(runs) < 2:
         raise ConfigError(
             "mmcompress ac compares candidates: give at least two, e.g. encoder=clip,convnext,sam"
@@ -423,6 +426,30 @@ def run_ac(
     result["out"] = str(out or Path(base.paths.runs).expanduser() / base.name / "ac" / digest)
     write(result, Path(result["out"]))
     return result
+
+
+def _candidate_groups(path: Path | None) -> list[list[str]]:
+    """Candidate sweeps from a YAML list of override strings (each expanded on top of the shared
+    overrides); one empty group without a file."""
+    import shlex
+
+    import yaml
+
+    from mmcompress.errors import UserError
+
+    if path is None:
+        return [[]]
+    try:
+        groups = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(
+            f"--candidates {path} cannot be read ({type(exc).__name__}); give a YAML list of override strings"
+        ) from None
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups) or not groups:
+        raise UserError(
+            f"--candidates {path} must be a YAML list of override strings, e.g. - encoder=clip,sam"
+        )
+    return [shlex.split(g) for g in groups]
 
 
 def _align_model(cfg, run, device):
@@ -494,7 +521,10 @@ def next_trainings(candidates: list[Candidate], seed: int, top: int = 3) -> list
         if open_regions:
             picks = [int(rng.choice(np.flatnonzero(region == r))) for r in open_regions]
             return [
-                {"label": candidates[i].label, "why": f"A bin {r // cells + 1} of {cells}, C bin {r % cells + 1}: a region no trained candidate covers"}
+                {
+                    "label": candidates[i].label,
+                    "why": f"A bin {r // cells + 1} of {cells}, C bin {r % cells + 1}: a region no trained candidate covers",
+                }
                 for i, r in zip(picks, open_regions, strict=True)
             ]
         level += 1

@@ -250,10 +250,15 @@ def ac(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder (default: runs/<name>/ac/<id>).")
     ] = None,
+    candidates: Annotated[
+        Path | None,
+        typer.Option("--candidates", help="YAML list of override strings, each a sweep of candidates."),
+    ] = None,
 ) -> None:
     """Rank vision representations by their AC score without finetuning them all (Law of Vision Representation).
 
-    Candidates are sweep overrides (encoder=clip,convnext,sam encoder.experts.clip.select_layer=-1,-2 …).
+    Candidates are sweep overrides (encoder=clip,convnext,sam encoder.experts.convnext.stage=2,3 …), or
+    the union of the sweeps listed in --candidates, each on top of the overrides given here.
     Each gets its stages up to align (in the run directory its full training would use); A aligns its
     projected tokens with the reference's, C transfers keypoints between image pairs on its features.
     Scores of candidates already trained are read, a quadratic in (A, C) is fitted and the rest predicted.
@@ -274,6 +279,7 @@ def ac(
         policy=policy,
         trials=trials,
         out=out,
+        candidates=candidates,
         extra_dirs=extra_config_dirs(config_dir or []),
     )
     print_result(result)
