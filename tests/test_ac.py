@@ -196,7 +196,7 @@ def test_ac_cli_on_tiny_configs(fast_run, tmp_path):
     assert (
         runs / "default" / fast_run.name / "checkpoints" / "finetune" / "modules.safetensors"
     ).read_bytes() == finetune
-    assert (tmp_path / "ac" / "ac.png").stat().st_size > 10_000 and "| encoder=sam |" in (
+    assert (tmp_path / "ac" / "ac.png").stat().st_size > 10_000 and "| sam |" in (
         tmp_path / "ac" / "ac.md"
     ).read_text()
 

@@ -173,21 +173,25 @@ def policy_trainings(
     trained: list[int] = []
     level = 1
     while len(trained) < n:
-        cells = 2**level
-        region = np.minimum((a * cells).astype(int), cells - 1) * cells + np.minimum(
-            (c * cells).astype(int), cells - 1
-        )
-        for r in rng.permutation(cells * cells):
-            if any(region[t] == r for t in trained):
-                continue
-            members = [i for i in np.flatnonzero(region == r) if i not in trained]
-            if not members:
-                continue
+        region = regions(a, c, level)
+        uncovered = [r for r in rng.permutation(np.unique(region)) if r not in region[trained]]
+        if not uncovered and 2**level >= n:  # the rest share regions with trained ones: random order
+            uncovered = [None] * (n - len(trained))
+        for r in uncovered:
+            members = [i for i in range(n) if i not in trained and (r is None or region[i] == r)]
             trained.append(int(rng.choice(members)))
             if len(trained) >= 2 and best in ranked_top(features, y, trained, top):
                 return len(trained)
         level += 1
     return n
+
+
+def regions(a: np.ndarray, c: np.ndarray, level: int) -> np.ndarray:
+    """Each candidate's region of the normalised (A, C) square cut into 2^level × 2^level cells."""
+    cells = 2**level
+    return np.minimum((a * cells).astype(int), cells - 1) * cells + np.minimum(
+        (c * cells).astype(int), cells - 1
+    )
 
 
 def ranked_top(features: np.ndarray, y: np.ndarray, trained: list[int], top: int) -> list[int]:
@@ -308,7 +312,9 @@ def c_scores(model, pairs: list, window: int = 3, batch_size: int = 32) -> dict:
 
 
 def _label(overrides: list[str], varying: set[str]) -> str:
-    return " ".join(o for o in overrides if o.partition("=")[0] in varying) or "default"
+    """The overrides that tell candidates apart, shortened: 'clip clip.input_size=48'."""
+    label = " ".join(o for o in overrides if o.partition("=")[0] in varying) or "default"
+    return label.replace("encoder.experts.", "").replace("encoder=", "")
 
 
 def _aligned_run(overrides: list[str], extra_dirs) -> tuple:
@@ -380,7 +386,7 @@ def run_ac(
     base = load_config(runs[0], extra_dirs)
     benchmark = benchmark or base.data.name
     device = resolve_device(base.device)
-    shared = [o for o in runs[0] if not o.partition("=")[0].startswith("encoder")]
+    shared = [o for o in runs[0] if not o.startswith("encoder") and o.partition("=")[0] not in varying]
     reference_runs = [_aligned_run([*shared, f"encoder={r}"], extra_dirs) for r in references]
 
     image_paths = datasets.load(base, "val").images[:images]
@@ -513,9 +519,7 @@ def next_trainings(candidates: list[Candidate], seed: int, top: int = 3) -> list
     level = 1
     while 2**level <= len(candidates):
         cells = 2**level
-        region = np.minimum((a * cells).astype(int), cells - 1) * cells + np.minimum(
-            (c * cells).astype(int), cells - 1
-        )
+        region = regions(a, c, level)
         covered = {region[i] for i in trained}
         open_regions = [r for r in np.unique(region) if r not in covered]
         if open_regions:
@@ -544,22 +548,28 @@ def write(result: dict, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "ac.json", json.dumps(result, indent=2, default=float) + "\n")
-    rows = ["| candidate | A | C (PCK@0.10) | PCK@0.05 | score | predicted |", "|---|---|---|---|---|---|"]
-    for c in result["candidates"]:
-        cells = [
-            c["label"],
-            f"{c['a']:.4f}",
-            f"{c['c']:.4f}",
-            f"{c['c_pck05']:.4f}",
-            _num(c["score"]),
-            _num(c["predicted"]),
-        ]
-        rows.append("| " + " | ".join(cells) + " |")
+    rows = ["| " + " | ".join(COLUMNS) + " |", "|---" * len(COLUMNS) + "|"]
+    rows += ["| " + " | ".join(_cells(c)) + " |" for c in result["candidates"]]
     rows += ["", *_fit_lines(result)]
     atomic_write(out / "ac.md", "\n".join(rows) + "\n")
     from mmcompress.report import _png
 
     (out / "ac.png").write_bytes(_png(plot(result)))
+
+
+COLUMNS = ("candidate", "A", "C (PCK@0.10)", "PCK@0.05", "score", "predicted")
+
+
+def _cells(candidate: dict) -> list[str]:
+    c = candidate
+    return [
+        c["label"],
+        f"{c['a']:.4f}",
+        f"{c['c']:.4f}",
+        f"{c['c_pck05']:.4f}",
+        _num(c["score"]),
+        _num(c["predicted"]),
+    ]
 
 
 def _num(value, digits: int = 3) -> str:
@@ -594,17 +604,10 @@ def print_result(result: dict) -> None:
 
     trained = f"{result['trained']} of {len(result['candidates'])} trained"
     table = Table(title=f"AC scores · {result['benchmark']} ({trained})")
-    for column in ("candidate", "A", "C (PCK@0.10)", "PCK@0.05", "score", "predicted"):
+    for column in COLUMNS:
         table.add_column(column, justify="left" if column == "candidate" else "right")
     for c in result["candidates"]:
-        table.add_row(
-            c["label"],
-            f"{c['a']:.4f}",
-            f"{c['c']:.4f}",
-            f"{c['c_pck05']:.4f}",
-            _num(c["score"]),
-            _num(c["predicted"]),
-        )
+        table.add_row(*_cells(c))
     console.print(table)
     for line in _fit_lines(result):
         console.print(line, highlight=False)
