@@ -404,13 +404,15 @@ def run_ac(
         "window": window,
         "references": [str(r.path) for _, r in reference_runs],
     }
-    reference_tokens = [
-        projected_tokens(_align_model(cfg, run, device), image_paths) for cfg, run in reference_runs
-    ]
+    reference_tokens: list = []  # computed on first need: a rerun with every A stored loads no reference
     for candidate in track(candidates, "A and C"):
         run = RunDir(candidate.run_path)
         stored = run.summary().get("ac", {})
         if stored.get("key") != key:
+            if not reference_tokens:
+                reference_tokens += [
+                    projected_tokens(_align_model(c, r, device), image_paths) for c, r in reference_runs
+                ]
             model = _align_model(load_config(candidate.overrides, extra_dirs), run, device)
             tokens, mask = projected_tokens(model, image_paths)
             correspondence = c_scores(model, pair_set, window)

@@ -61,20 +61,23 @@ LMMS_EVAL_FILE = "lmms_eval_results.json"
 
 
 # ---- scoring: per question (prediction, references) → (score, the answer as the metric parsed it) -----------
-def _yes_no(parse):
-    return lambda prediction, answers: (float(parse(prediction) == answers[0].lower()), parse(prediction))
+def _parsed(parse, reference=str.lower):
+    """A metric that parses the answer first: scored once, the parsed answer kept for the record."""
+
+    def score(prediction: str, answers: tuple[str, ...]) -> tuple[float, str | None]:
+        parsed = parse(prediction)
+        return float(parsed == reference(answers[0])), parsed
+
+    return score
 
 
 QUESTION_SCORES = {
     "vqa": lambda prediction, answers: (vqa_accuracy(prediction, answers), None),
     "exact": lambda prediction, answers: (exact_match(prediction, answers[0]), None),
     "anls": lambda prediction, answers: (anls(prediction, answers), None),
-    "option": lambda prediction, answers: (
-        float(option_letter(prediction) == answers[0]),
-        option_letter(prediction),
-    ),
-    "pope": _yes_no(pope_answer),
-    "mme": _yes_no(mme_answer),
+    "option": _parsed(option_letter, reference=str),  # references are option letters already
+    "pope": _parsed(pope_answer),
+    "mme": _parsed(mme_answer),
 }
 METRIC_DEFINITIONS = {
     "vqa": VQA_DEFINITION,
