@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from .conftest import cli
@@ -51,11 +50,6 @@ def test_prealign_trains_each_expert_with_its_own_projector(cache_dir, tmp_path)
     sam_after = load_file(prealign / "experts" / "sam" / "model.safetensors")
     assert any(not clip_before[k].equal(clip_after[k]) for k in clip_before)  # unfrozen: adapted
     assert all(sam_before[k].equal(sam_after[k]) for k in sam_before)  # frozen: untouched
-    groups = torch.load(prealign / "trainer_state.pt", weights_only=False)["optimizer"]["param_groups"]
-    assert [g["initial_lr"] for g in groups] == [
-        1e-3,
-        0.01,
-    ]  # projectors at the stage lr, experts at encoder_lr
 
 
 def test_single_expert_prealign_warm_starts_the_joint_projector(fast_run):

@@ -66,13 +66,14 @@ def test_loss_is_cross_entropy_on_answer_tokens_only():
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[0, -2:] = ids[0, -2:]  # supervise "red </s>"
     features = {"x": ExpertTokens(torch.randn(1, N, C))}
-    loss = model(ids, torch.ones_like(ids), labels, features=features)
+    loss_sum, count = model(ids, torch.ones_like(ids), labels, features=features)
 
     visual, vmask = model.visual_tokens(features)
     embeds, mask, positions, _ = model.splice(ids, torch.ones_like(ids), visual, vmask)
     logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits
-    expected = F.cross_entropy(logits[0, -3:-1], ids[0, -2:])
-    assert torch.allclose(loss, expected, atol=1e-5)
+    expected = F.cross_entropy(logits[0, -3:-1], ids[0, -2:], reduction="sum")
+    assert count == 2
+    assert torch.allclose(loss_sum, expected, atol=1e-5)
 
 
 def test_zero_supervised_tokens_is_an_error():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -40,7 +41,8 @@ def expert_source(name: str, expert: DictConfig, cfg: DictConfig) -> str:
 
 
 def load_experts(cfg: DictConfig, source_of) -> dict[str, VisionExpert]:
-    """Every configured expert, loaded from `source_of(name, expert_cfg)` and placed on the common grid."""
+    """Every configured expert, loaded from `source_of(name, expert_cfg)` and placed on the common grid
+    (a `Path` source is a run's checkpoint: a failure to load it is an error naming it)."""
     experts = {}
     for name, expert in cfg.encoder.experts.items():
         spec = {
@@ -48,7 +50,11 @@ def load_experts(cfg: DictConfig, source_of) -> dict[str, VisionExpert]:
             for k, v in OmegaConf.to_container(expert, resolve=True).items()
             if k not in EXPERT_SOURCE_KEYS
         }
-        experts[name] = EXPERTS[expert.family].from_pretrained(name, str(source_of(name, expert)), spec)
+        source = source_of(name, expert)
+        checkpoint = source if isinstance(source, Path) else None  # a run's own checkpoint
+        experts[name] = _from_checkpoint(
+            checkpoint, EXPERTS[expert.family].from_pretrained, name, str(source), spec
+        )
     grid = tuple(cfg.grid) if cfg.get("grid") else next(iter(experts.values())).native_grid
     if len(grid) != 2 or min(grid) <= 0:
         raise ConfigError(f"grid={list(grid)}: give [rows, cols] of the common token grid, e.g. grid=[8,8]")
@@ -169,7 +175,10 @@ def check_init_from(cfg: DictConfig) -> None:
 
 
 def load_model(cfg: DictConfig, run: RunDir, until: str | None = None) -> MultimodalLM:
-    """Rebuild a run's model from its checkpoint chain: init, then every completed stage (up to `until`)."""
+    """Rebuild a run's model from its checkpoint chain: init, then every completed stage (up to `until`).
+
+    A checkpoint that does not fit the model this config builds (another architecture or code version, or
+    a damaged file) is a one-line error naming the file, never a `load_state_dict` traceback."""
     chain = checkpoint_chain(cfg, run, until)
 
     def latest(part: str) -> Path | None:
@@ -181,11 +190,70 @@ def load_model(cfg: DictConfig, run: RunDir, until: str | None = None) -> Multim
     )
     llm_dir = latest("llm")
     if llm_dir is not None:
-        llm, tokenizer = load_llm(llm_dir)
+        llm, tokenizer = _from_checkpoint(llm_dir, load_llm, llm_dir)
+        _check_tiny_llm(cfg, llm, llm_dir)
     else:
         llm, tokenizer = load_llm(
             cfg.llm.path, trust_remote_code=cfg.llm.trust_remote_code, chat_template=cfg.llm.chat_template
         )
     model = _assemble(cfg, experts, llm, tokenizer)
-    _trainable_modules(model).load_state_dict(load_file(latest(MODULES_FILE)))
+    modules_file = latest(MODULES_FILE)
+    modules = _trainable_modules(model)
+    state = _from_checkpoint(modules_file, load_file, modules_file)
+    _check_state(modules.state_dict(), state, modules_file)
+    modules.load_state_dict(state)
     return model
+
+
+CHECKPOINT_FIX = (
+    "it was made with another architecture or code version (or is damaged); start a new run (run_dir=...) "
+    "or pass the same overrides as the run that made it (its overrides.txt)"
+)
+
+
+def _from_checkpoint(path: Path | None, load, *args):
+    """`load(*args)`, with any failure to read a run's checkpoint `path` turned into a one-line error."""
+    if path is None:  # not a run's checkpoint: the loader's own errors name their source
+        return load(*args)
+    try:
+        return load(*args)
+    except (UserError, RuntimeError, ValueError, OSError, SafetensorError) as exc:
+        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise UserError(f"checkpoint {path} cannot be loaded ({reason[:200]}); {CHECKPOINT_FIX}") from None
+
+
+def _check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path) -> None:
+    """The modules file must hold exactly the model's tensors, each of the model's shape."""
+    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    wrong = [k for k in expected if k in found and found[k].shape != expected[k].shape]
+    if wrong:
+        key = wrong[0]
+        detail = f"{key} is {_shape(found[key])} there but {_shape(expected[key])} in this model"
+    elif missing or unexpected:
+        detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+    else:
+        return
+    raise UserError(f"checkpoint {path} does not fit this run's model ({detail}); {CHECKPOINT_FIX}")
+
+
+def _check_tiny_llm(cfg: DictConfig, llm, path: Path) -> None:
+    """A run's tiny LLM must have the sizes its config asks for (an HF LLM is whatever its path holds)."""
+    if cfg.llm.name != "tiny":
+        return
+    config = llm.config.get_text_config()
+    sizes = {
+        "hidden_size": config.hidden_size,
+        "layers": config.num_hidden_layers,
+        "heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+    }
+    for key, value in sizes.items():
+        if cfg.llm.get(key) is not None and value != cfg.llm[key]:
+            raise UserError(
+                f"checkpoint {path} holds an LLM with {key} {value}, this run's config has "
+                f"llm.{key}={cfg.llm[key]}; {CHECKPOINT_FIX}"
+            )
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return "×".join(map(str, tensor.shape)) or "a scalar"

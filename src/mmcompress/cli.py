@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -59,12 +60,23 @@ def _compose(overrides: list[str] | None, config_dirs: list[Path] | None):
 @app.command()
 def train(overrides: Overrides = None, config_dir: ConfigDirs = None) -> None:
     """Run the configured stages (prealign → align → finetune → eval), skipping completed ones."""
+    cfg = _compose(overrides, config_dir)  # config typos fail before torch is imported
+    from mmcompress import distributed
     from mmcompress.stages import train as run_training
 
-    cfg = _compose(overrides, config_dir)
+    if cfg.distributed.nproc > 1 and not distributed.launched_by_torchrun():
+        distributed.check(cfg)
+        command = distributed.relaunch_command(cfg.distributed.nproc, sys.argv[1:])
+        console.print(f"[bold]launching[/] {' '.join(command)}", highlight=False)
+        threads = str(
+            max(1, (os.cpu_count() or 1) // cfg.distributed.nproc)
+        )  # cores shared between processes
+        env = {"OMP_NUM_THREADS": threads, **os.environ}
+        raise typer.Exit(subprocess.run(command, env=env).returncode)
     run = run_training(cfg, overrides or [])
-    console.print(f"[green]done[/]: {run.path}")
-    typer.echo(str(run.path))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        console.print(f"[green]done[/]: {run.path}")
+        typer.echo(str(run.path))
 
 
 @app.command("eval")
@@ -322,34 +334,68 @@ def pretrain_expert(
 
 
 def main() -> None:
-    """Entry point: one-line errors with exit status, full tracebacks only with --debug."""
+    """Entry point: one-line errors with exit status, full tracebacks only with --debug.
+
+    A full disk or an unwritable path (ENOSPC, EDQUOT, EACCES, EPERM, EROFS), anywhere, is one line naming
+    the path; a W&B mirror that failed mid-run (tracking.FAILURES) makes a finished command exit non-zero."""
+    import errno
+    from typing import NoReturn
+
+    from rich.markup import escape
+
     debug = "--debug" in sys.argv[1:3]
+    disk = {
+        errno.ENOSPC: "no space left on device writing {}; free space or write elsewhere",
+        errno.EDQUOT: "disk quota exceeded writing {}; free space or write elsewhere",
+        errno.EACCES: "permission denied at {}; make it writable or write elsewhere",
+        errno.EPERM: "operation not permitted at {}; make it writable or write elsewhere",
+        errno.EROFS: "read-only file system at {}; write elsewhere",
+    }
+
+    def fail(message: str, status: int) -> NoReturn:
+        one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
+        console.print(f"[red]error:[/] {escape(one_line)}", soft_wrap=True)
+        sys.exit(status)
+
     try:
         status = app(standalone_mode=False)  # click returns a command's typer.Exit code instead of exiting
+        tracking = sys.modules.get("mmcompress.tracking")
+        if tracking is not None and tracking.FAILURES:  # the command finished without its W&B mirror
+            raise UserError(tracking.FAILURES[0])
         if isinstance(status, int) and status:
             sys.exit(status)
     except UserError as exc:
         if debug:
             raise
-        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
-        sys.exit(exc.exit_code)
+        fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: completed stages are kept; rerun the same command to resume")
         sys.exit(130)
-    except Exception as exc:  # Click usage errors and anything unexpected
+    except Exception as exc:  # Click usage errors, full disks and anything unexpected
         import click
 
         if isinstance(exc, click.exceptions.ClickException):
-            console.print(f"[red]error:[/] {exc.format_message()}", soft_wrap=True)
-            sys.exit(exc.exit_code)
+            fail(exc.format_message(), exc.exit_code)
         if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(130)
         if debug:
             raise
-        console.print(
-            f"[red]error:[/] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (rerun with --debug for the traceback)",
-            soft_wrap=True,
+        chain = [exc]  # libraries wrap OSErrors in their own errors
+        while len(chain) < 8 and (chain[-1].__cause__ or chain[-1].__context__):
+            chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        full = [e for e in chain if isinstance(e, OSError) and e.errno in disk]
+        if full:
+            cause = next((e for e in full if e.filename), full[0])  # the one that knows its file
+            where = cause.filename or "a file (rerun with --debug to see which)"
+            fail(
+                disk[cause.errno].format(where)
+                + " (paths.runs=..., run_dir=..., MMCOMPRESS_CACHE=...) — rerun the same command to resume",
+                1,
+            )
+        text = str(exc).strip()
+        fail(
+            f"{type(exc).__name__}: {text.splitlines()[0] if text else ''} (rerun with --debug for the traceback)",
+            1,
         )
-        sys.exit(1)

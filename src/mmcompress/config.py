@@ -4,6 +4,11 @@ Typer owns the command line; bare ``key=value`` tokens are Hydra overrides compo
 is ``conf/`` at the repository root (editable installs) or ``mmcompress/conf`` inside the wheel; more
 directories join Hydra's search path through ``--config-dir`` or ``MMCOMPRESS_CONFIG_PATH`` and are
 searched first, so a user's ``encoder/my-clip.yaml`` becomes ``encoder=my-clip``.
+
+Credentials never enter a config: the config is written to every run's config.yaml and overrides.txt and
+mirrored to W&B, so an override whose key looks like a credential (``logger.api_key=…``, ``+hf_token=…``),
+such a key in a user's config file, or any value holding a credential from the environment
+(``$WANDB_API_KEY``, e.g. through ``${oc.env:…}``) is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -25,6 +30,17 @@ CONFIG_NAME = "config"
 SEARCH_PATH_ENV = "MMCOMPRESS_CONFIG_PATH"
 # Directories of the config tree that are not user-facing config groups.
 _NOT_GROUPS = {"hydra"}
+# Words of a key or environment-variable name that make it a credential (`api_key`, `HF_TOKEN`, `apiKey`);
+# plurals like `max_new_tokens` and a tokenizer's `pad_token` or `image_token` are ordinary keys.
+_SECRET_WORDS = {"secret", "secrets", "password", "passwd", "credential", "credentials", "apikey"}
+_KEY_QUALIFIERS = {"api", "access", "private", "secret", "auth"}  # `<qualifier>_key` is a credential
+# A tokenizer's `<word>_token` is no credential.
+_TOKENIZER_WORDS = {"image", "pad", "eos", "bos", "unk", "sep", "cls", "mask", "special", "max"}
+_NOT_SECRET_SUFFIXES = {"path", "file", "dir", "url", "host"}  # HF_TOKEN_PATH names where a secret is
+_USE_ENV_INSTEAD = (
+    "credentials never go into the config (it is written to config.yaml, overrides.txt and W&B): "
+    "set the WANDB_API_KEY environment variable or run `wandb login` instead"
+)
 
 
 def config_dir() -> Path:
@@ -59,6 +75,7 @@ def group_options(extra_dirs: Sequence[Path] = ()) -> dict[str, list[str]]:
 
 def load_config(overrides: Sequence[str] = (), extra_dirs: Sequence[Path] = ()) -> DictConfig:
     """Compose the config from overrides; `cfg.choices` records the option chosen in every group."""
+    refuse_secret_overrides(overrides)
     overrides, mixture = _expert_mixture(overrides)
     search = ["hydra.searchpath=[" + ",".join(f"file://{d}" for d in extra_dirs) + "]"] if extra_dirs else []
     GlobalHydra.instance().clear()
@@ -67,8 +84,8 @@ def load_config(overrides: Sequence[str] = (), extra_dirs: Sequence[Path] = ()) 
             cfg = compose(CONFIG_NAME, overrides=[*search, *overrides], return_hydra_config=True)
     except MissingConfigException as exc:
         raise ConfigError(_unknown_option_message(exc, extra_dirs)) from None
-    except OverrideParseException as exc:
-        raise ConfigError(f"malformed override: {_first_line(exc)}; overrides look like key=value") from None
+    except OverrideParseException:
+        raise _malformed_override(overrides) from None
     except (ConfigCompositionException, OmegaConfBaseException) as exc:
         raise ConfigError(_composition_message(exc)) from None
     finally:
@@ -84,7 +101,68 @@ def load_config(overrides: Sequence[str] = (), extra_dirs: Sequence[Path] = ()) 
     with open_dict(cfg):
         del cfg["hydra"]
         cfg.choices = choices
+    _refuse_secret_values(cfg)
     return cfg
+
+
+def looks_like_secret(name: str) -> bool:
+    """Whether a config key or environment variable name names a credential: `api_key`, `WANDB_API_KEY`,
+    `apiKey`, `hf_token`, `secret`, `password` (but not `max_new_tokens`, `pad_token` or `HF_TOKEN_PATH`)."""
+    words = [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()) if w]
+    if not words or words[-1] in _NOT_SECRET_SUFFIXES:
+        return False
+    for previous, word in zip(["", *words], words, strict=False):
+        if word in _SECRET_WORDS:
+            return True
+        if (word == "token" and previous not in _TOKENIZER_WORDS) or (
+            word == "key" and previous in _KEY_QUALIFIERS
+        ):
+            return True
+    return False
+
+
+def refuse_secret_overrides(overrides: Sequence[str]) -> None:
+    """A one-line ConfigError, naming the key but never its value, for an override that would put a
+    credential into the config: a credential-like key, or the value of a credential environment variable."""
+    secrets = _environment_secrets()
+    for override in overrides:
+        key, eq, _ = override.partition("=")
+        parts = re.split(r"[./@]", key.lstrip("+~").strip())
+        if eq and any(looks_like_secret(part) for part in parts):
+            raise ConfigError(f"'{key}' looks like a credential; {_USE_ENV_INSTEAD}")
+        for name, value in secrets.items():
+            if value in override:
+                raise ConfigError(f"an override holds the value of ${name}; {_USE_ENV_INSTEAD}")
+
+
+def _environment_secrets() -> dict[str, str]:
+    """Credential environment variables (WANDB_API_KEY, HF_TOKEN …) long enough to be real keys."""
+    return {k: v for k, v in os.environ.items() if len(v) >= 16 and looks_like_secret(k)}
+
+
+def _refuse_secret_values(cfg: DictConfig) -> None:
+    """Refuse a composed config holding a credential: a credential-like key with a string value (`api_key:` in
+    a user's config file), or an environment credential anywhere, e.g. through `${oc.env:WANDB_API_KEY}`.
+    A config that does not resolve is left to the checks that follow."""
+    secrets = _environment_secrets()
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        return
+    stack: list[tuple[str, object]] = [("", tree)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict | list):
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in items)
+            continue
+        if not isinstance(node, str):
+            continue  # a flag like `use_auth_token: false` is no credential
+        if node and looks_like_secret(path.rsplit(".", 1)[-1]):
+            raise ConfigError(f"config key '{path}' looks like a credential; {_USE_ENV_INSTEAD}")
+        for name, value in secrets.items():
+            if value in node:
+                raise ConfigError(f"config key '{path}' holds the value of ${name}; {_USE_ENV_INSTEAD}")
 
 
 def _expert_mixture(overrides: Sequence[str]) -> tuple[list[str], str | None]:
@@ -104,6 +182,23 @@ def _expert_mixture(overrides: Sequence[str]) -> tuple[list[str], str | None]:
         else:
             rewritten.append(override)
     return rewritten, mixture
+
+
+def _malformed_override(overrides: Sequence[str]) -> ConfigError:
+    """Name the override Hydra cannot parse, and why, without Hydra's pointer to its docs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as exc:
+            reason = re.sub(r"\s*See https?://\S+ for details\.?", "", _first_line(exc))
+            return ConfigError(
+                f"malformed override {override!r}: {reason}; overrides are key=value, with lists as "
+                "key=[a,b] (quote the whole override in the shell)"
+            )
+    return ConfigError(f"malformed overrides {list(overrides)}; overrides are key=value")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -142,10 +237,11 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """Apply plain `key=value` overrides to a stored (already composed) config, e.g. a run's config.yaml."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    refuse_secret_overrides(overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except OverrideParseException as exc:
-        raise ConfigError(f"malformed override: {_first_line(exc)}; overrides look like key=value") from None
+    except OverrideParseException:
+        raise _malformed_override(overrides) from None
     cfg = cfg.copy()
     _missing = object()
     for override in parsed:
@@ -163,4 +259,5 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
                 f"model under another one with `mmcompress train init_from=RUN stages=[eval] {override.input_line}`"
             )
         OmegaConf.update(cfg, key, override.value(), merge=False)
+    _refuse_secret_values(cfg)
     return cfg

@@ -63,9 +63,13 @@ class VisionExpert(nn.Module, ABC):
         model_class = cls.model_class_for(source)
         try:
             model, info = model_class.from_pretrained(
-                source, attn_implementation="eager", output_loading_info=True, **cls.load_options
+                source,
+                attn_implementation="eager",
+                output_loading_info=True,
+                trust_remote_code=False,  # an expert is a known architecture: never run a checkpoint's code
+                **cls.load_options,
             )
-            processor = AutoImageProcessor.from_pretrained(source)
+            processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise UserError(
                 f"cannot load {cls.family} expert '{name}' from '{source}': {str(exc).splitlines()[0]} "
@@ -208,7 +212,7 @@ class ConvNeXtExpert(VisionExpert):
         from transformers import AutoConfig
 
         try:
-            model_type = AutoConfig.from_pretrained(source).model_type
+            model_type = AutoConfig.from_pretrained(source, trust_remote_code=False).model_type
         except (OSError, ValueError):
             return ConvNextModel  # the load itself reports the problem
         return ConvNextV2Model if model_type == "convnextv2" else ConvNextModel

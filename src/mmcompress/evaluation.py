@@ -584,7 +584,8 @@ def _predict(
 def predict_one(run_dir: Path, overrides: list[str], image: Path, question: str, max_new_tokens: int) -> str:
     """The run's answer to one question about one image."""
     if not image.is_file():
-        raise UserError(f"--image {image} does not exist")
+        what = "is a directory, not an image file" if image.is_dir() else "does not exist"
+        raise UserError(f"--image {image} {what}; give the path of an image file")
     records, _ = _predict(run_dir, overrides, lambda b: b.add("0", image, question, []), max_new_tokens)
     return records[0]["prediction"]
 

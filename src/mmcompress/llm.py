@@ -89,6 +89,11 @@ def load_llm(
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
+        if "custom code" in str(exc):
+            raise UserError(
+                f"the LLM at '{source}' ships its own Python code (auto_map in its config), which is not run "
+                "by default; set llm.trust_remote_code=true only if you trust that code"
+            ) from None
         raise UserError(
             f"cannot load the LLM from '{source}': {str(exc).splitlines()[0]} "
             "— set llm.path to a local directory or a hub id reachable from this machine"

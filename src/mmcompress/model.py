@@ -81,11 +81,22 @@ class MultimodalLM(nn.Module):
         labels: torch.Tensor,
         features: dict[str, ExpertTokens] | None = None,
         pixels: dict[str, torch.Tensor] | None = None,
-        expert: str | None = None,
-    ) -> torch.Tensor:
-        """Mean cross-entropy over supervised (answer) tokens (`expert`: pre-alignment of that expert)."""
+        prealign: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed cross-entropy over supervised (answer) tokens and their count; the trainer divides by the
+        count over the whole global batch, so micro-batches and processes do not change the loss.
+
+        `prealign`: each expert alone through its own projector (EAGLE's stage 1), its losses summed."""
         features = features if features is not None else self.encode_images(pixels)
-        visual, visual_mask = self.visual_tokens(features, expert)
+        paths = list(self.experts) if prealign else [None]
+        total, count = 0.0, 0
+        for expert in paths:  # one path per expert in pre-alignment, else the fused one
+            visual, visual_mask = self.visual_tokens(features, expert)
+            loss_sum, targets = self._answer_loss(input_ids, attention_mask, visual, visual_mask, labels)
+            total, count = total + loss_sum, count + targets
+        return total, count
+
+    def _answer_loss(self, input_ids, attention_mask, visual, visual_mask, labels):
         embeds, mask, positions, labels = self.splice(input_ids, attention_mask, visual, visual_mask, labels)
         targets = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
         supervised = targets != IGNORE_INDEX
@@ -94,10 +105,13 @@ class MultimodalLM(nn.Module):
                 "a training batch has no supervised (answer) tokens: the chat template hides every answer; "
                 "check llm.chat_template and data.max_text_tokens"
             )
-        hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
+        hidden = self.llm.get_decoder()(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False
+        )
         hidden = hidden.last_hidden_state[:, :-1][supervised]  # (S, D): only positions with a target
         logits = self.llm.get_output_embeddings()(hidden)  # (S, V)
-        return F.cross_entropy(logits.float(), targets[supervised])
+        loss_sum = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+        return loss_sum, supervised.sum()
 
     # ---- splicing visual tokens into the text ----------------------------------------------------------
     def splice(

@@ -39,6 +39,7 @@ RUN_ID_EXCLUDED = (
     "eval",
     "benchmark",
     "train",
+    "distributed",
     "device",
     "name",
 )

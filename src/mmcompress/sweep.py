@@ -74,6 +74,9 @@ def expand(overrides: list[str], extra_dirs: list[Path] = ()) -> list[list[str]]
     from hydra.core.override_parser.types import Glob
     from hydra.errors import HydraException, OverrideParseException
 
+    from mmcompress.config import refuse_secret_overrides
+
+    refuse_secret_overrides(overrides)  # before a parse error could echo a credential
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as exc:

@@ -101,15 +101,23 @@ def read_json(path: str | Path, key: str, *, lines: bool = False) -> Any:
         raise UserError(f"{path} does not exist; set {key} to the file (layouts: README, Benchmarks)")
     try:
         text = path.read_text()
-        if lines:
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        if not lines:
+            return json.loads(text)
+        rows = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        return [_json_line(n, line) for n, line in rows]
+    except json.JSONDecodeError as exc:  # JSON lines: `lineno` is the file's line (see _json_line)
         raise UserError(
             f"{path} is not valid JSON (line {exc.lineno}): {exc.msg}; {key} must point at the original file"
         ) from None
     except UnicodeDecodeError:
         raise UserError(f"{path} is not a text file; {key} must point at the original JSON") from None
+
+
+def _json_line(number: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise json.JSONDecodeError(exc.msg, "\n" * (number - 1) + line, number - 1 + exc.pos) from None
 
 
 def _field(record: Any, name: str, path: str) -> Any:

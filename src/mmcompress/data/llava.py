@@ -66,7 +66,8 @@ def load_split(
         records = json.loads(json_path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(
-            f"{json_path} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
+            f"{json_path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "fix or regenerate it (a JSON list of samples)"
         ) from None
     if not isinstance(records, list):
         raise UserError(f"{json_path} must hold a JSON list of samples, found {type(records).__name__}")
@@ -193,6 +194,8 @@ def open_image(path: Path) -> Image.Image:
     except FileNotFoundError:
         raise UserError(f"image {path} does not exist; check data.image_folder") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise UserError(
-            f"image {path} cannot be read ({exc.__class__.__name__}); replace or remove it"
-        ) from None
+        if isinstance(exc, UnidentifiedImageError):
+            reason = "not in an image format PIL knows: corrupt?"
+        else:  # "image file is truncated (…)", "Is a directory", "Permission denied"
+            reason = getattr(exc, "strerror", None) or str(exc).split("\n")[0] or type(exc).__name__
+        raise UserError(f"image {path} cannot be read ({reason}); replace or remove it") from None

@@ -1,0 +1,164 @@
+"""Data-parallel training under torchrun: DDP (gloo on CPU, NCCL on GPU) or FSDP2 for large LLMs.
+
+`mmcompress train distributed.nproc=2` relaunches itself under `torchrun --standalone`; inside, every
+process builds the same model from the same seed, takes its slice of each global batch and all-reduces
+gradients. The global batch size and the loss normalisation (by the global number of answer tokens) do
+not depend on the number of processes, so neither do the results. Only rank 0 writes and logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from torch import nn
+
+from mmcompress.errors import ConfigError
+
+STRATEGIES = ("ddp", "fsdp")
+BACKENDS = ("auto", "gloo", "nccl")
+
+
+def check(cfg: DictConfig) -> None:
+    d = cfg.distributed
+    if not isinstance(d.nproc, int) or isinstance(d.nproc, bool) or d.nproc < 1:
+        raise ConfigError(
+            f"distributed.nproc={d.nproc!r} must be a positive integer (processes on this machine)"
+        )
+    if d.strategy not in STRATEGIES:
+        raise ConfigError(f"distributed.strategy={d.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if d.backend not in BACKENDS:
+        raise ConfigError(f"distributed.backend={d.backend!r} is not one of {', '.join(BACKENDS)}")
+
+
+def launched_by_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def relaunch_command(nproc: int, argv: list[str]) -> list[str]:
+    """The torchrun command line that reruns this `mmcompress` invocation on `nproc` processes."""
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
+    return [*launcher, "--standalone", f"--nproc_per_node={nproc}", "-m", "mmcompress", *argv]
+
+
+@dataclass
+class Context:
+    """Who this process is. A single process is world 1, rank 0, with every collective a no-op."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    strategy: str = "ddp"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the block first (it fills caches: the world, mini experts, features), then the rest."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
+
+    def all_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum of `values` over every process (a copy; the input is left alone)."""
+        values = values.detach().clone()
+        if self.active:
+            device = values.device
+            moved = values.to(self.device) if dist.get_backend() == "nccl" else values.cpu()
+            dist.all_reduce(moved)
+            values = moved.to(device)
+        return values
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(f"cuda:{self.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+
+    def shard(self, indices: torch.Tensor) -> torch.Tensor:
+        """This process's contiguous slice of a global batch (sizes differ by at most one)."""
+        return indices.tensor_split(self.world)[self.rank]
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The model as this stage trains it: itself, DDP, or FSDP2-sharded (a copy; `model` stays whole)."""
+        if not self.active:
+            return model
+        if self.strategy == "fsdp":
+            return _fully_shard(model, self.device)
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.local_rank] if torch.cuda.is_available() else None
+        )
+
+    def no_sync(self, wrapped: nn.Module, last: bool):
+        """Skip the gradient all-reduce on every micro-batch but the last of an optimizer step."""
+        if last or not self.active:
+            return contextlib.nullcontext()
+        if isinstance(wrapped, nn.parallel.DistributedDataParallel):
+            return wrapped.no_sync()
+        wrapped.set_requires_gradient_sync(False)
+        return _SyncAgain(wrapped)
+
+    def close(self) -> None:
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _SyncAgain(contextlib.AbstractContextManager):
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __exit__(self, *exc) -> None:
+        self.module.set_requires_gradient_sync(True)
+
+
+def _fully_shard(model: nn.Module, device: torch.device) -> nn.Module:
+    """FSDP2: each LLM decoder layer, the embeddings and the head are their own shard group; the rest
+    (experts, fusion, projectors) is the root's. Shards a deep copy so the whole model stays for saving."""
+    import copy
+
+    from torch.distributed.fsdp import fully_shard
+
+    sharded = copy.deepcopy(model)
+    llm = sharded.llm
+    for layer in llm.get_decoder().layers:
+        fully_shard(layer)
+    fully_shard(llm.get_input_embeddings())  # called directly when splicing, outside the decoder
+    fully_shard(llm.get_output_embeddings())  # called directly on the supervised positions only
+    fully_shard(sharded)
+    return sharded.to(device)
+
+
+def setup(cfg: DictConfig) -> Context:
+    """Join the process group when torchrun started this process; otherwise a single-process context."""
+    if not launched_by_torchrun():
+        return Context(strategy=cfg.distributed.strategy)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ["LOCAL_RANK"])
+    backend = cfg.distributed.backend
+    if backend == "auto":
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        if not torch.cuda.is_available():
+            raise ConfigError("distributed.backend=nccl needs CUDA; use distributed.backend=gloo on CPU")
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Context(rank=rank, world=world, local_rank=local_rank, strategy=cfg.distributed.strategy)
