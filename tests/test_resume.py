@@ -96,13 +96,13 @@ def test_trainer_state_round_trips_through_safetensors(tmp_path):
         model(torch.randn(5, 4)).square().sum().backward()
         optimizer.step()
         schedule.step()
-    resume.save(tmp_path, model, optimizer, schedule, resume.Resumed(step=3, window=[0.5, 0.25]))
+    trainable = {"1.weight", "1.bias"}
+    resume.save(tmp_path, model, optimizer, schedule, resume.Resumed(step=3, window=[0.5, 0.25]), trainable)
     expected = (torch.rand(3), np.random.rand(), random.random())
     after = {k: v.clone() for k, v in model.state_dict().items()}
 
     torch.manual_seed(123), np.random.seed(5), random.seed(7)
     fresh, fresh_optimizer, fresh_schedule = setup()
-    trainable = {"1.weight", "1.bias"}
     state = resume.load(tmp_path, fresh, fresh_optimizer, fresh_schedule, trainable)
     assert (state.step, state.window) == (3, [0.5, 0.25])
     assert all(torch.equal(fresh.state_dict()[k], after[k]) for k in after)
@@ -119,7 +119,7 @@ def test_only_complete_checkpoints_are_resumed_and_older_ones_go(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters())
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     for step in (5, 10):
-        resume.save(tmp_path, model, optimizer, schedule, resume.Resumed(step=step))
+        resume.save(tmp_path, model, optimizer, schedule, resume.Resumed(step=step), {"weight", "bias"})
     (tmp_path / ".tmp-step-00000015").mkdir()  # a write the kill cut short
     assert [p.name for p in tmp_path.glob("step-*")] == ["step-00000010"]
     assert resume.latest(tmp_path).name == "step-00000010"
@@ -131,7 +131,7 @@ def test_a_checkpoint_of_other_parameters_is_refused(tmp_path):
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.AdamW(model.parameters())
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    resume.save(tmp_path, model, optimizer, schedule, resume.Resumed(step=1))
+    resume.save(tmp_path, model, optimizer, schedule, resume.Resumed(step=1), {"weight", "bias"})
     from mmcompress.errors import UserError
 
     with pytest.raises(UserError, match=r"delete .* to restart the stage"):
@@ -147,3 +147,32 @@ def test_rewind_drops_records_after_the_checkpoint_and_a_cut_line(tmp_path):
     resume.rewind_metrics(metrics, "finetune", 6)
     kept = [(r["stage"], r["step"]) for r in map(json.loads, metrics.read_text().splitlines())]
     assert kept == [("align", 9), ("finetune", 5), ("finetune", 6)]
+
+
+def test_tied_weights_are_saved_once_and_restored(tmp_path):
+    """A tied embedding is also the LM head in a state dict; it is stored once (safetensors refuses shared
+    memory) and restoring it restores both."""
+    model = torch.nn.Module()
+    model.embed, model.head = torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False)
+    model.head.weight = model.embed.weight
+    optimizer = torch.optim.AdamW(model.parameters())
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    trainable = {name for name, _ in model.named_parameters()}
+    assert trainable == {"embed.weight"}
+    resume.save(tmp_path, model, optimizer, schedule, resume.Resumed(step=2), trainable)
+    saved = model.embed.weight.detach().clone()
+    with torch.no_grad():
+        model.embed.weight.zero_()
+    resume.load(tmp_path, model, optimizer, schedule, trainable)
+    assert torch.equal(model.head.weight, saved) and model.head.weight is model.embed.weight
+
+
+def test_a_run_is_trained_by_one_process_at_a_time(tmp_path):
+    from mmcompress.errors import UserError
+    from mmcompress.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    with run.lock(), pytest.raises(UserError, match="another mmcompress process is training"), run.lock():
+        pass
+    with run.lock():  # released when the first holder ends
+        pass

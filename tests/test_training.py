@@ -4,6 +4,7 @@ LoRA through peft (merged at the end), and a NaN loss that stops the run keeping
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -111,7 +112,9 @@ def test_unfrozen_experts_train_at_encoder_lr(compose):
         ("train.micro_batch_size=0", "train.micro_batch_size=0 must be an integer ≥ 1"),
         ("distributed.nproc=0", "distributed.nproc=0 must be a positive integer"),
         ("distributed.strategy=zero3", "distributed.strategy='zero3' is not one of ddp, fsdp"),
-        ("distributed.nproc=16", "stage.prealign.batch_size=8 is smaller than the 16 processes"),
+        ("distributed.nproc=3", "stage.prealign.batch_size=8 does not split evenly over 3 processes"),
+        ("distributed.timeout_min=0", "distributed.timeout_min=0 must be a positive number of minutes"),
+        ("seed=x", "seed='x' must be an integer"),
     ],
 )
 def test_training_settings_are_checked(compose, override, message):
@@ -127,10 +130,26 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_state(cache_dir, t
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert "the finetune loss became nan at step" in line and "lower stage.finetune.lr (now 1e+30)" in line
-    step = int(line.split("at step ")[1].split(";")[0])
+    step = int(re.search(r"at step (\d+), before any update from it", line).group(1))
     kept = run / "checkpoints" / "finetune.resume" / f"step-{step - 1:08d}"
     assert f"the last good state (step {step - 1}) is kept in {kept}" in line
     assert (kept / "state.safetensors").is_file()
     assert all((run / "checkpoints" / s / "stage.json").is_file() for s in ("prealign", "align"))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["error"].startswith("the finetune loss became nan")
+
+
+def test_an_infinite_gradient_stops_before_the_update(finetune):
+    """A finite loss with an overflowing gradient (bf16, a spike) must not write inf into the weights."""
+    from mmcompress.errors import UserError
+
+    seen = {}
+
+    def poison(model):
+        seen["model"], seen["start"] = model, {k: v.clone() for k, v in model.state_dict().items()}
+        model.projector[0].weight.register_hook(lambda grad: grad * float("inf"))
+
+    with pytest.raises(UserError, match=r"the finetune gradient norm became (inf|nan) at step 1, before any"):
+        finetune(hook=poison)
+    now = seen["model"].state_dict()
+    assert all(torch.equal(now[k], v) for k, v in seen["start"].items())  # no update was applied

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -68,11 +67,9 @@ def train(overrides: Overrides = None, config_dir: ConfigDirs = None) -> None:
         distributed.check(cfg)
         command = distributed.relaunch_command(cfg.distributed.nproc, sys.argv[1:])
         console.print(f"[bold]launching[/] {' '.join(command)}", highlight=False)
-        threads = str(
-            max(1, (os.cpu_count() or 1) // cfg.distributed.nproc)
-        )  # cores shared between processes
-        env = {"OMP_NUM_THREADS": threads, **os.environ}
-        raise typer.Exit(subprocess.run(command, env=env).returncode)
+        threads = str(max(1, (os.cpu_count() or 1) // cfg.distributed.nproc))  # cores split between them
+        # become torchrun, so Ctrl-C and kill reach it (and its workers) directly
+        os.execve(command[0], command, {"OMP_NUM_THREADS": threads, **os.environ})
     run = run_training(cfg, overrides or [])
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         console.print(f"[green]done[/]: {run.path}")
@@ -353,6 +350,7 @@ def main() -> None:
     }
 
     def fail(message: str, status: int) -> NoReturn:
+        console.quiet = False  # an error shows on every torchrun process, not only rank 0
         one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
         console.print(f"[red]error:[/] {escape(one_line)}", soft_wrap=True)
         sys.exit(status)

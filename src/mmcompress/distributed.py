@@ -13,7 +13,8 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -34,6 +35,8 @@ def check(cfg: DictConfig) -> None:
         )
     if d.strategy not in STRATEGIES:
         raise ConfigError(f"distributed.strategy={d.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if isinstance(d.timeout_min, bool) or not isinstance(d.timeout_min, (int, float)) or d.timeout_min <= 0:
+        raise ConfigError(f"distributed.timeout_min={d.timeout_min!r} must be a positive number of minutes")
     if d.backend not in BACKENDS:
         raise ConfigError(f"distributed.backend={d.backend!r} is not one of {', '.join(BACKENDS)}")
 
@@ -55,7 +58,7 @@ class Context:
 
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # this process's device
     strategy: str = "ddp"
 
     @property
@@ -84,14 +87,10 @@ class Context:
         values = values.detach().clone()
         if self.active:
             device = values.device
-            moved = values.to(self.device) if dist.get_backend() == "nccl" else values.cpu()
+            moved = values.to(self.device)  # NCCL reduces on the GPU, gloo on the CPU
             dist.all_reduce(moved)
             values = moved.to(device)
         return values
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device(f"cuda:{self.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
     def shard(self, indices: torch.Tensor) -> torch.Tensor:
         """This process's contiguous slice of a global batch (sizes differ by at most one)."""
@@ -104,7 +103,7 @@ class Context:
         if self.strategy == "fsdp":
             return _fully_shard(model, self.device)
         return nn.parallel.DistributedDataParallel(
-            model, device_ids=[self.local_rank] if torch.cuda.is_available() else None
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None
         )
 
     def no_sync(self, wrapped: nn.Module, last: bool):
@@ -140,25 +139,30 @@ def _fully_shard(model: nn.Module, device: torch.device) -> nn.Module:
     llm = sharded.llm
     for layer in llm.get_decoder().layers:
         fully_shard(layer)
-    fully_shard(llm.get_input_embeddings())  # called directly when splicing, outside the decoder
-    fully_shard(llm.get_output_embeddings())  # called directly on the supervised positions only
+    embeddings, head = llm.get_input_embeddings(), llm.get_output_embeddings()
+    if embeddings.weight is not head.weight:  # tied ones (Qwen2-0.5B) stay one tensor, in the root's group
+        fully_shard(embeddings)  # called directly when splicing, outside the decoder
+        fully_shard(head)  # called directly on the supervised positions only
     fully_shard(sharded)
     return sharded.to(device)
 
 
-def setup(cfg: DictConfig) -> Context:
-    """Join the process group when torchrun started this process; otherwise a single-process context."""
+def setup(cfg: DictConfig, device: torch.device) -> Context:
+    """Join the process group when torchrun started this process; otherwise a single-process context.
+    `device` is the resolved `device` setting: under torchrun a CUDA device becomes cuda:<local rank>."""
+    strategy = cfg.distributed.strategy
     if not launched_by_torchrun():
-        return Context(strategy=cfg.distributed.strategy)
+        return Context(device=device, strategy=strategy)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ["LOCAL_RANK"])
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
     backend = cfg.distributed.backend
     if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        if not torch.cuda.is_available():
-            raise ConfigError("distributed.backend=nccl needs CUDA; use distributed.backend=gloo on CPU")
-        torch.cuda.set_device(local_rank)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise ConfigError("distributed.backend=nccl needs device=cuda; use distributed.backend=gloo on CPU")
     if not dist.is_initialized():
-        dist.init_process_group(backend)
-    return Context(rank=rank, world=world, local_rank=local_rank, strategy=cfg.distributed.strategy)
+        # other processes wait while rank 0 alone fills caches, validates or saves: allow it time
+        dist.init_process_group(backend, timeout=timedelta(minutes=cfg.distributed.timeout_min))
+    return Context(rank=rank, world=world, device=device, strategy=strategy)

@@ -57,14 +57,16 @@ def save(
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     state: Resumed,
+    trainable: set[str],
     write: bool = True,
 ) -> None:
-    """Gather the trainer state (a collective: every process calls it) and, where `write`, store it."""
+    """Gather the trainer state (a collective: every process calls it) and, where `write`, store it.
+    `trainable` names each trainable parameter once (a tied embedding also appears as the LM head)."""
     weights = get_model_state_dict(model, options=GATHER)
     optim = get_optimizer_state_dict(model, optimizer, options=GATHER)
     if not write:
         return
-    tensors = {f"model/{name}": value for name, value in weights.items()}
+    tensors = {f"model/{name}": value for name, value in weights.items() if name in trainable}
     scalars: dict[str, dict] = {}
     for name, values in optim["state"].items():
         for key, value in values.items():
@@ -76,7 +78,7 @@ def save(
     tensors["rng/torch"] = torch.get_rng_state()
     tensors["rng/numpy"] = torch.from_numpy(numpy_rng[1].astype(np.int64))
     if torch.cuda.is_available():
-        tensors |= {f"rng/cuda/{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()  # this process's device
     python_rng = random.getstate()
     trainer = {
         "step": state.step,
@@ -99,6 +101,10 @@ def save(
     for older in directory.iterdir():  # only after the new one is complete
         if older != final:
             shutil.rmtree(older, ignore_errors=True)
+
+
+def step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix("step-"))
 
 
 def latest(directory: Path) -> Path | None:
@@ -138,9 +144,8 @@ def load(
     set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=SCATTER)
     schedule.load_state_dict(trainer["scheduler"])
     torch.set_rng_state(tensors["rng/torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+    if "rng/cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng/cuda"])
     pos, has_gauss, gauss = trainer["rng"]["numpy"]
     np.random.set_state(("MT19937", tensors["rng/numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = trainer["rng"]["python"]

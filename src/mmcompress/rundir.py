@@ -10,6 +10,8 @@ so the same config and code find the same run and resume it, and changed code st
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +144,19 @@ class RunDir:
                 raise UserError(f"{self.path} holds a run of a different config; choose another run_dir")
         atomic_write(existing, config_yaml)
         atomic_write(self.path / "overrides.txt", "".join(f"{o}\n" for o in overrides))
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run for one training process: a second `train` of the same run (say, a rerun while
+        the killed job's workers still live) is refused instead of writing the same files."""
+        with (self.path / ".lock").open("w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(
+                    f"another mmcompress process is training {self.path}; wait for it to end or stop it first"
+                ) from None
+            yield
 
     def config(self) -> DictConfig:
         path = self.path / "config.yaml"

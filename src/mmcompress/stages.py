@@ -117,10 +117,10 @@ def check_training(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} must be an integer ≥ {low}")
     processes = int(os.environ.get("WORLD_SIZE", cfg.distributed.nproc))
     for name in TRAINING_STAGES:
-        if name in cfg.stages and cfg.stage[name].batch_size < processes:
+        if name in cfg.stages and cfg.stage[name].batch_size % processes:
             raise ConfigError(
-                f"stage.{name}.batch_size={cfg.stage[name].batch_size} is smaller than the {processes} "
-                f"processes; the batch size is global, so give at least {processes}"
+                f"stage.{name}.batch_size={cfg.stage[name].batch_size} does not split evenly over {processes} "
+                f"processes; the batch size is global, so give a multiple of {processes}"
             )
 
 
@@ -152,23 +152,25 @@ def train(cfg: DictConfig, overrides: list[str]) -> RunDir:
     """Run every configured stage that is not complete yet, then evaluate (under torchrun: one process of
     a data-parallel group; only rank 0 writes the run directory, logs and evaluates)."""
     validate(cfg)
-    ctx = distributed.setup(cfg)
+    ctx = distributed.setup(cfg, resolve_device(cfg.device))
     console.quiet = not ctx.is_main
     try:
-        return _train(cfg, overrides, ctx)
+        with contextlib.ExitStack() as held:
+            return _train(cfg, overrides, ctx, held)
     finally:
         ctx.close()
 
 
-def _train(cfg: DictConfig, overrides: list[str], ctx: distributed.Context) -> RunDir:
-    device = resolve_device(cfg.device)
-    if ctx.active and device.type == "cuda":
-        device = ctx.device  # one GPU per process
+def _train(
+    cfg: DictConfig, overrides: list[str], ctx: distributed.Context, held: contextlib.ExitStack
+) -> RunDir:
+    device = ctx.device
     run = run_directory(cfg)
     with ctx.main_first():
         datasets.dataset_dir(cfg)  # a missing data path fails here, before a run directory exists
         if ctx.is_main:
             run.create(cfg, overrides)
+            held.enter_context(run.lock())  # until this command ends: one trainer per run
             run.update_summary(status="running", error=None, run_id=run.path.name, env=environment())
     start = time.time()
     console.print(f"[bold]run[/] {run.path}")
@@ -282,7 +284,7 @@ class Trainer:
         ctx: distributed.Context | None = None,
     ) -> None:
         self.cfg, self.model, self.split, self.tracker, self.device = cfg, model, split, tracker, device
-        self.ctx = ctx or distributed.Context()
+        self.ctx = ctx or distributed.Context(device=device)
         encoded = encode_for_training(split.samples, model.tokenizer, cfg.data.max_text_tokens)
         self.lengths = torch.tensor([len(ids) for ids, _ in encoded])  # (S,)
         self.input_ids = pad([ids for ids, _ in encoded], model.tokenizer.pad_token_id)  # (S, L_max)
@@ -301,14 +303,15 @@ class Trainer:
             self.features = None  # the experts change; cached features would be stale
         elif self.features is None:
             with self.ctx.main_first():  # rank 0 fills the disk cache, the others read it
-                self.features = split_features(
+                features = split_features(
                     dict(self.model.experts),
                     self.split.images,
                     cfg,
-                    self.device,
+                    next(self.model.parameters()).device,  # where the experts are (CPU under FSDP)
                     "train images",
                     self.model.signal_spec,
                 )
+            self.features = features and {name: f.to(self.device) for name, f in features.items()}
         self._checkpoint_activations(trainable)
         wrapped = self.ctx.wrap(self.model)
         optimizer = self._optimizer(wrapped, scfg)
@@ -330,12 +333,23 @@ class Trainer:
         with progress() as bar:
             task = bar.add_task(f"{stage}", total=scfg.steps, completed=state.step, info="")
             for step in range(state.step + 1, scfg.steps + 1):
-                loss = self._step(wrapped, optimizer, params, order.batch(step), stage == "prealign")
-                if not math.isfinite(loss):
+                loss, grad_norm = self._step(
+                    wrapped, optimizer, params, order.batch(step), stage == "prealign"
+                )
+                if not math.isfinite(loss) or not math.isfinite(grad_norm):
+                    what = (
+                        f"loss became {loss}"
+                        if not math.isfinite(loss)
+                        else f"gradient norm became {grad_norm}"
+                    )
                     kept = resume.latest(saves)
                     raise UserError(
-                        f"the {stage} loss became {loss} at step {step}; "
-                        + (f"the last good state (step {state.step}) is kept in {kept}; " if kept else "")
+                        f"the {stage} {what} at step {step}, before any update from it; "
+                        + (
+                            f"the last good state (step {resume.step_of(kept)}) is kept in {kept}; "
+                            if kept
+                            else ""
+                        )
                         + f"lower stage.{stage}.lr (now {scfg.lr}) or optim.grad_clip and rerun"
                     )
                 schedule.step()
@@ -355,6 +369,7 @@ class Trainer:
                     bar.update(task, info=f"loss {final_loss:.4f}")
                     window, state.window = time.time(), []
                 if cfg.train.val_every and (step % cfg.train.val_every == 0 or step == scfg.steps):
+                    self._gather(wrapped)  # FSDP: the whole model takes the current weights
                     self._validate(stage, step)
                     window = time.time()
                 if (
@@ -362,7 +377,7 @@ class Trainer:
                     and step % cfg.train.checkpoint_every == 0
                     and step < scfg.steps
                 ):
-                    resume.save(saves, wrapped, optimizer, schedule, state, write=self.ctx.is_main)
+                    resume.save(saves, wrapped, optimizer, schedule, state, set(trainable), self.ctx.is_main)
                 bar.update(task, advance=1)
         self._gather(wrapped)
         if stage == "prealign" and self.model.warm_start_projector():
@@ -380,8 +395,9 @@ class Trainer:
         params: list[nn.Parameter],
         indices: torch.Tensor,
         prealign: bool,
-    ) -> float:
-        """One optimizer step on the global batch `indices`; returns its mean loss over answer tokens."""
+    ) -> tuple[float, float]:
+        """One optimizer step on the global batch `indices`; returns its mean loss over answer tokens and
+        the gradient norm before clipping. A non-finite one skips the update."""
         local = self.ctx.shard(indices)  # (B / processes,)
         chunks = local.split(self.cfg.train.micro_batch_size or len(local))
         totals = torch.zeros(2, dtype=torch.float64)  # loss sum, answer tokens on this process
@@ -394,13 +410,17 @@ class Trainer:
             totals += torch.stack([loss_sum.detach().double().cpu(), count.double().cpu()])
         loss_sum, count = self.ctx.all_sum(totals).tolist()
         loss = loss_sum / count
-        if math.isfinite(loss):
-            for p in params:  # the all-reduce averaged over processes; make it a mean over answer tokens
-                if p.grad is not None:
-                    p.grad.mul_(self.ctx.world / count)
+        if not math.isfinite(loss):
+            return loss, math.nan
+        for p in params:  # the all-reduce averaged over processes; make it a mean over answer tokens
+            if p.grad is not None:
+                p.grad.mul_(self.ctx.world / count)
+        grad_norm = float(
             torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        )  # same on every rank
+        if math.isfinite(grad_norm):
             optimizer.step()
-        return loss
+        return loss, grad_norm
 
     def _set_trainable(self, stage: str, groups: list[str]) -> list[str]:
         """Freeze all but `groups` (with LoRA, the LLM's adapters instead of its weights); the trainable
