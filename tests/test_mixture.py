@@ -66,6 +66,7 @@ def test_a_sweep_plans_single_expert_cross_attention_as_invalid(cache_dir, tmp_p
     assert plan.count("│ run │") == 1 and "│ 0 │ encoder=clip │ — │ fusion=xattn" in plan
 
 
+@pytest.mark.slow  # an end-to-end CLI run
 def test_a_sweep_records_invalid_combinations_without_failing(fast_run):
     """A design-space grid that includes ruled-out cells (xattn with one expert) still succeeds; those cells
     are recorded as invalid with their reason, and a sweep of nothing but invalid cells fails."""

@@ -65,6 +65,7 @@ def test_dense_pretraining_learns_patch_colours(compose):
     assert accuracy["color"] > 0.6  # 7 classes: chance is ~0.17 on covered patches
 
 
+@pytest.mark.slow  # an end-to-end CLI run
 def test_cli_pretrain_expert_is_cached(cache_dir):
     first = cli("pretrain-expert", "clip", "debug=fast").stdout.strip()
     metrics = Path(first) / "pretrain_metrics.json"

@@ -40,6 +40,7 @@ def test_prumerge_trains_and_evaluates(cache_dir, tmp_path, encoder, pruning):
     assert min(r["visual_tokens"] for r in records) == tokens["min"]
 
 
+@pytest.mark.slow  # an end-to-end CLI run
 def test_a_finished_run_is_evaluated_training_free_under_another_pruning(fast_run, tmp_path):
     result = cli(
         "train", "debug=fast", "logger=none", f"paths.runs={tmp_path}", f"init_from={fast_run}", "stages=[eval]",

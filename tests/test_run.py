@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from transformers import AutoTokenizer, CLIPVisionModel, LlamaForCausalLM
 
 from mmcompress.llm import IMAGE_TOKEN
@@ -85,6 +86,7 @@ def test_eval_regenerates_identical_predictions(fast_run, tmp_path):
     assert summary["status"] == "complete" and "stages" in summary  # eval added, did not overwrite
 
 
+@pytest.mark.slow  # an end-to-end CLI run
 def test_eval_overrides_and_bad_run_dir(fast_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(fast_run, copy)
@@ -96,6 +98,7 @@ def test_eval_overrides_and_bad_run_dir(fast_run, tmp_path):
     assert unknown.returncode == 2 and "unknown config key 'eval.splitt'" in unknown.stderr
 
 
+@pytest.mark.slow  # an end-to-end CLI run
 def test_stage_cannot_run_after_a_later_one(cache_dir, tmp_path):
     run = tmp_path / "run"
     cli("train", "debug=fast", "logger=none", f"run_dir={run}", "stages=[align]")

@@ -88,6 +88,7 @@ def test_sweep_end_to_end_skips_finished_runs_and_reports_failures(cache_dir, tm
     assert "failed" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow  # an end-to-end CLI run
 def test_dry_run_plans_skip_resume_and_run_without_running(cache_dir, tmp_path):
     runs = f"paths.runs={tmp_path}"
     cli("train", "debug=fast", "logger=none", runs, "seed=1", "stages=[prealign,align]")  # an unfinished run
