@@ -112,20 +112,20 @@ class Context:
             return contextlib.nullcontext()
         if isinstance(wrapped, nn.parallel.DistributedDataParallel):
             return wrapped.no_sync()
-        wrapped.set_requires_gradient_sync(False)
-        return _SyncAgain(wrapped)
+        return _fsdp_no_sync(wrapped)
 
     def close(self) -> None:
         if self.active and dist.is_initialized():
             dist.destroy_process_group()
 
 
-class _SyncAgain(contextlib.AbstractContextManager):
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-    def __exit__(self, *exc) -> None:
-        self.module.set_requires_gradient_sync(True)
+@contextlib.contextmanager
+def _fsdp_no_sync(module: nn.Module) -> Iterator[None]:
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
 
 
 def _fully_shard(model: nn.Module, device: torch.device) -> nn.Module:

@@ -67,7 +67,6 @@ class Tracker:
     def __init__(self, run_dir: Path, cfg: DictConfig, run_name: str) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.run = None
-        self.failure: str | None = None  # why the W&B mirror was switched off, if it was
         mode = check_logger(cfg)
         if mode is not None:
             import wandb
@@ -126,11 +125,10 @@ class Tracker:
             action(self.run)
         except Exception as exc:  # a W&B outage must not stop training: metrics.jsonl has everything
             run, self.run = self.run, None
-            self.failure = (
+            FAILURES.append(
                 f"W&B logging failed at {where} ({_reason(exc)}); the run went on and every metric is in "
                 f"{self.path} (W&B has them up to there): check `wandb login` and the network, or use logger=none"
             )
-            FAILURES.append(self.failure)
             console.print(
                 f"[yellow]warning:[/] {escape(f'W&B logging failed at {where} ({_reason(exc)})')}; W&B is "
                 "off for the rest of this run, metrics.jsonl keeps every metric",
