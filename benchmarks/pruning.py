@@ -4,7 +4,7 @@
     32: the encoder's forward time, the extra cost of the pruning signals (CLS attention and keys taken
     from the same forward), PruMerge's own time as a fraction of the encoder's, and its speed against a
     per-image loop — both of the same vectorised core called one image at a time and of the
-    straightforward per-image, per-token implementation (tests/prumerge_reference.py).
+    straightforward per-image, per-token implementation (tests/pruning/prumerge_reference.py).
 (b) LLM prefill latency at each visual-token budget against the full 576, next to the FLOPs ratio, on a
     Llama of a 7B model's width (4096, MLP 11008, 32 heads; `--layers` of them), batch 1, where the
     visual tokens dominate the prompt as in LLaVA.
@@ -27,12 +27,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the straightforward reference lives beside the tests
 
-from tests.prumerge_reference import prumerge_loop  # noqa: E402
+from tests.pruning.prumerge_reference import prumerge_loop  # noqa: E402
 
-from mmcompress.encoders import CLIPExpert  # noqa: E402
-from mmcompress.evaluation import prefill_flops  # noqa: E402
-from mmcompress.pruning import budget, prumerge  # noqa: E402
-from mmcompress.signals import SignalSpec, encode  # noqa: E402
+from mmcompress.evaluation.cost import prefill_flops  # noqa: E402
+from mmcompress.model.multimodal import encode_expert  # noqa: E402
+from mmcompress.pruning.plan import budget  # noqa: E402
+from mmcompress.pruning.prumerge import prumerge  # noqa: E402
+from mmcompress.vision.families.clip import CLIPExpert  # noqa: E402
+from mmcompress.vision.signals import SignalSpec  # noqa: E402
 
 BUDGETS = (1.0, 0.5, 0.25, 0.11, 0.055)
 TEXT_TOKENS = 64  # system prompt, question and answer prefix of a typical LLaVA-1.5 evaluation prompt
@@ -61,8 +63,8 @@ def prumerge_cost(batch: int, repeats: int) -> dict:
     model = CLIPVisionModel(config).eval()
     expert = CLIPExpert("clip", "random CLIP-L/336", model, CLIPImageProcessorPil(), {"select_layer": -2})
     pixels = torch.randn(batch, 3, 336, 336)
-    encoder_s, _ = timed(lambda: expert(pixels), 1)
-    signals_s, encoded = timed(lambda: encode(expert, pixels, SignalSpec()), 1)
+    encoder_s, _ = timed(lambda: encode_expert(expert, pixels, None), 1)
+    signals_s, encoded = timed(lambda: encode_expert(expert, pixels, SignalSpec()), 1)
     features, keys, attention = (
         encoded.tokens,
         encoded.keys,

@@ -30,10 +30,13 @@ import torch
 
 
 def in_process(steps: int, repeats: int, checkpoint_every: int) -> dict:
-    from mmcompress import data as datasets
     from mmcompress.config import load_config
-    from mmcompress.features import split_features
-    from mmcompress.stages import BatchOrder, Trainer, _new_model, run_directory
+    from mmcompress.data import splits
+    from mmcompress.model.features import split_features
+    from mmcompress.training.batches import BatchOrder
+    from mmcompress.training.run import new_model, run_directory
+    from mmcompress.training.stages import set_trainable
+    from mmcompress.training.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(
@@ -47,8 +50,8 @@ def in_process(steps: int, repeats: int, checkpoint_every: int) -> dict:
         )
         run = run_directory(cfg)
         run.create(cfg, [])
-        split = datasets.load(cfg, "train")
-        start = _new_model(cfg, split, run)
+        split = splits.load(cfg, "train")
+        start = new_model(cfg, split, run)
         device = torch.device("cpu")
         features = split_features(dict(start.experts), split.images, cfg, device, "train images")
         batch_size = cfg.stage.finetune.batch_size
@@ -64,10 +67,10 @@ def in_process(steps: int, repeats: int, checkpoint_every: int) -> dict:
             trainer = Trainer(cfg, copy.deepcopy(start), split, None, device)  # for its batch tensors only
             trainer.features = features
             model = trainer.model
-            model.set_trainable(["projector", "llm"], "finetune")
+            set_trainable(model, "finetune", ["projector", "llm"], cfg.lora)
             params = [p for p in model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(params, lr=cfg.stage.finetune.lr)
-            order = BatchOrder(len(trainer.lengths), batch_size, cfg.seed)
+            order = BatchOrder(len(trainer.text), batch_size, cfg.seed)
             model.train()
             began = time.perf_counter()
             for step in range(1, steps + 1):

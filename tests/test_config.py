@@ -6,9 +6,8 @@ import pytest
 
 from mmcompress.config import config_dir, group_options, load_config
 from mmcompress.errors import ConfigError
-from mmcompress.stages import validate
-
-from .conftest import cli
+from mmcompress.training.checks import validate
+from tests.conftest import cli
 
 GROUP_OPTIONS = [(g, o) for g, options in group_options().items() for o in options]
 # Options that are valid only beside another choice.
@@ -65,6 +64,7 @@ def test_bad_overrides_are_one_line(override, message):
         ("stage.align.steps=0", "stage.align.steps=0 must be a positive int"),
         ("stages=[align,bake]", "unknown stage(s) ['bake']"),
         ("optim.schedule=linear", "optim.schedule='linear' is not one of cosine, wsd, constant"),
+        ("llm.name=gpt", "unknown llm 'gpt'; valid options: hf, tiny"),
     ],
 )
 def test_bad_values_are_caught_before_work(compose, override, message):

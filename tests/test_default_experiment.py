@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cli
+from tests.conftest import cli
 
 MARGIN = 0.45  # overall ≥ blind majority + 0.45
 COLOR_MIN = 0.95
@@ -63,14 +63,13 @@ ALL_BENCHMARKS = "vqav2,textvqa,vizwiz,gqa,pope,mme,scienceqa,docvqa,llava_quest
 def test_eval_suite_on_the_finished_default_run(default_run, tmp_path):
     """Every benchmark format, written from synthvqa test questions, scored by `mmcompress eval`: all three
     outputs appear, and the formats that keep synthvqa's prompt reproduce its predictions exactly."""
-    from mmcompress import data as datasets
+    from mmcompress.data import splits
     from mmcompress.rundir import RunDir
-
-    from .benchmark_fixtures import synthvqa_items, write_benchmarks
+    from tests.evaluation.benchmark_fixtures import synthvqa_items, write_benchmarks
 
     run, _ = default_run
     before = json.loads((run / "summary.json").read_text())
-    items = synthvqa_items(datasets.load(RunDir(run).config(), "test"))[:60]
+    items = synthvqa_items(splits.load(RunDir(run).config(), "test"))[:60]
     counts = write_benchmarks(tmp_path, items)
     cli(
         "eval", str(run), f"eval.benchmarks=[synthvqa,{ALL_BENCHMARKS}]", f"paths.benchmarks={tmp_path}",
@@ -114,13 +113,12 @@ def test_eval_suite_on_the_finished_default_run(default_run, tmp_path):
 @pytest.mark.default_experiment
 def test_predict_answers_as_evaluation_does(default_run, tmp_path):
     """`predict` on one image and on a question file gives exactly the eval stage's answers."""
-    from mmcompress import data as datasets
+    from mmcompress.data import splits
     from mmcompress.rundir import RunDir
-
-    from .benchmark_fixtures import synthvqa_items, write_benchmarks
+    from tests.evaluation.benchmark_fixtures import synthvqa_items, write_benchmarks
 
     run, _ = default_run
-    items = synthvqa_items(datasets.load(RunDir(run).config(), "test"))[:12]
+    items = synthvqa_items(splits.load(RunDir(run).config(), "test"))[:12]
     synth = [json.loads(line) for line in (run / "eval" / "synthvqa.jsonl").read_text().splitlines()][:12]
     one = cli("predict", str(run), "--image", str(items[3].image), "--question", items[3].question)
     assert one.stdout.strip() == synth[3]["prediction"]

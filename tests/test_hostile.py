@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cli
+from tests.conftest import cli
 
 pytestmark = pytest.mark.slow  # needs fast_run, which trains
 WORKERS = min(4, os.cpu_count() or 1)  # each case is mostly a subprocess importing torch and transformers
@@ -120,7 +120,7 @@ def other_width_modules(tmp: Path, run: Path) -> dict[str, str]:
     """The finetune modules of a run whose LLM is 64 wide: every projector maps the features to 64."""
     from safetensors.torch import load_file, save_file
 
-    from mmcompress.projector import PROJECTORS
+    from mmcompress.model.projector import PROJECTORS
 
     copy = copy_run(tmp, run)
     target = copy / "checkpoints" / "finetune" / "modules.safetensors"

@@ -45,11 +45,14 @@ def test_wheel_ships_the_config_tree(tmp_path):
         [
             sys.executable,
             "-c",
-            "from mmcompress.config import config_dir, load_config; print(config_dir()); load_config([])",
+            "from mmcompress.config import config_dir, load_config; print(config_dir()); load_config([])\n"
+            "from mmcompress.vision.families import EXPERTS; print(' '.join(EXPERTS.names()))",
         ],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(tmp_path / "site"), "PATH": ""},
         check=True,
     ).stdout.strip()
-    assert found == str(tmp_path / "site" / "mmcompress" / "conf")
+    conf, families = found.splitlines()
+    assert conf == str(tmp_path / "site" / "mmcompress" / "conf")
+    assert families.split() == ["clip", "convnext", "pix2struct", "sam"]  # found in the installed package

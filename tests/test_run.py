@@ -8,10 +8,9 @@ import shutil
 import pytest
 from transformers import AutoTokenizer, CLIPVisionModel, LlamaForCausalLM
 
-from mmcompress.llm import IMAGE_TOKEN
+from mmcompress.data.llava import IMAGE_TOKEN
 from mmcompress.rundir import SCHEMA_VERSION, STATUSES
-
-from .conftest import cli
+from tests.conftest import cli
 
 STAGES = ("prealign", "align", "finetune")
 

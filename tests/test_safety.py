@@ -17,8 +17,7 @@ from omegaconf import OmegaConf
 
 from mmcompress.config import apply_overrides, load_config, looks_like_secret
 from mmcompress.errors import ConfigError
-
-from .conftest import cli, tiny_expert_checkpoint
+from tests.conftest import cli, tiny_expert_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "mmcompress"
@@ -240,11 +239,11 @@ for scenario in json.loads(sys.argv[1]):
     prompts.clear()
     try:
         if scenario["kind"] == "llm":
-            from mmcompress.llm import load_llm
+            from mmcompress.model.llm import load_llm
             extra = {"trust_remote_code": True} if scenario["trust"] else {}
             loaded = type(load_llm(scenario["path"], **extra)[0]).__name__
         else:
-            from mmcompress.encoders import EXPERTS
+            from mmcompress.vision.families import EXPERTS
             loaded = type(EXPERTS["clip"].from_pretrained("clip", scenario["path"], {}).processor).__name__
         outcome = {"loaded": loaded}
     except UserError as exc:
@@ -257,7 +256,7 @@ print(json.dumps(results))
 def _custom_llm(directory: Path, model_type: str) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mmcompress.llm import build_word_tokenizer
+    from mmcompress.model.llm import build_word_tokenizer
 
     tokenizer = build_word_tokenizer(["what colour is the square ? red"])
     config = LlamaConfig(

@@ -18,11 +18,12 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from mmcompress.assembly import expert_source, load_experts
 from mmcompress.config import load_config
 from mmcompress.data.world import world_dir
-from mmcompress.features import split_features
-from mmcompress.pretrain import WorldScenes
+from mmcompress.model.build import load_experts
+from mmcompress.model.features import split_features
+from mmcompress.training.mini_experts.cache import expert_sources
+from mmcompress.training.mini_experts.scenes import WorldScenes
 
 FAMILIES = ("clip", "convnext", "sam", "pix2struct")
 ALL = "all four (concat)"
@@ -48,7 +49,8 @@ def fit_and_score(train_x, train_y, val_x, val_y, classes: int, steps: int = 300
 def expert_features(family: str, overrides: list[str]) -> tuple[dict, list[int]]:
     """One expert's grid features per split, (n, N, C), with the scenes they show, and the grid."""
     cfg = load_config([f"encoder={family}", *overrides])
-    expert = load_experts(cfg, lambda name, e: expert_source(name, e, cfg))[family]
+    sources = expert_sources(cfg)
+    expert = load_experts(cfg, lambda name, _: sources[name])[family]
     data = {}
     for split in ("train", "val"):
         scenes = WorldScenes(world_dir(cfg), split)

@@ -19,12 +19,14 @@ import matplotlib.pyplot as plt
 import torch
 from PIL import Image
 
-from mmcompress.assembly import expert_source, load_experts
 from mmcompress.config import load_config
 from mmcompress.data.world import world_dir
-from mmcompress.pretrain import WorldScenes
-from mmcompress.pruning import budget, rank_descending
-from mmcompress.signals import SignalSpec, encode
+from mmcompress.model.build import load_experts
+from mmcompress.model.multimodal import encode_expert
+from mmcompress.pruning.plan import budget, rank_descending
+from mmcompress.training.mini_experts.cache import expert_sources
+from mmcompress.training.mini_experts.scenes import WorldScenes
+from mmcompress.vision.signals import SignalSpec
 
 EXPERTS = {  # label → encoder option and grid
     "clip (8×8)": ("clip", [8, 8]),
@@ -47,7 +49,7 @@ def importance(expert, scenes: WorldScenes, kind: str) -> torch.Tensor:
         if kind == "random":
             parts.append(torch.rand(len(images), expert.grid[0] * expert.grid[1]))
         else:
-            parts.append(encode(expert, inputs, SignalSpec(importance=kind)).importance)
+            parts.append(encode_expert(expert, inputs, SignalSpec(importance=kind)).importance)
     return torch.cat(parts)
 
 
@@ -59,11 +61,12 @@ def main() -> None:
     for label, (option, grid) in EXPERTS.items():
         cfg = load_config([f"encoder={option}", f"grid={grid}"])
         family = next(iter(cfg.encoder.experts))
-        expert = load_experts(cfg, lambda name, e, cfg=cfg: expert_source(name, e, cfg))[family].eval()
+        sources = expert_sources(cfg)
+        expert = load_experts(cfg, lambda name, _, sources=sources: sources[name])[family].eval()
         scenes = WorldScenes(world_dir(cfg), "val")
         labels = scenes.patch_labels(tuple(grid), ("color", "word"))
         covered = (labels["color"] > 0) | (labels["word"] > 0)  # (n, N) cells an item covers
-        kinds = (["cls"] if expert.family == "clip" else []) + ["distinct", "norm", "random"]
+        kinds = (["cls"] if expert.has_cls_token else []) + ["distinct", "norm", "random"]
         results[label] = {"item_cell_fraction": round(covered.float().mean().item(), 3)}
         for kind in kinds:
             rank = rank_descending(importance(expert, scenes, kind))

@@ -1,4 +1,4 @@
-"""The pruning experiment's table and accuracy-vs-tokens plot, from its runs (read with mmcompress.report).
+"""The pruning experiment's table and accuracy-vs-tokens plot, from its runs (read with mmcompress.analysis.report).
 
 Rows: methods; columns: budgets as fractions and token counts; cells: test overall accuracy, mean ± std
 over seeds (adaptive methods at their natural count). Training-free rows evaluate the unpruned models;
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from mmcompress.report import collect, group_runs
+from mmcompress.analysis.report.runs import collect, group_runs
 
 BUDGETS = (1.0, 0.5, 0.25, 0.11, 0.055)
 FIXED = ("random", "spatial", "topk", "tome")

@@ -60,8 +60,8 @@ def _compose(overrides: list[str] | None, config_dirs: list[Path] | None):
 def train(overrides: Overrides = None, config_dir: ConfigDirs = None) -> None:
     """Run the configured stages (prealign → align → finetune → eval), skipping completed ones."""
     cfg = _compose(overrides, config_dir)  # config typos fail before torch is imported
-    from mmcompress import distributed
-    from mmcompress.stages import train as run_training
+    from mmcompress.training import distributed
+    from mmcompress.training.run import train as run_training
 
     if cfg.distributed.nproc > 1 and not distributed.launched_by_torchrun():
         distributed.check(cfg)
@@ -85,7 +85,7 @@ def eval_(
 
     Writes eval/<benchmark>.jsonl, the scores into summary.json and eval/lmms_eval_results.json.
     """
-    from mmcompress.evaluation import evaluate_run_dir
+    from mmcompress.evaluation.stage import evaluate_run_dir
 
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
@@ -120,7 +120,7 @@ def predict(
 
     Same preprocessing, chat template and greedy generation as `mmcompress eval`.
     """
-    from mmcompress.evaluation import predict_file, predict_one
+    from mmcompress.evaluation.predict import predict_file, predict_one
 
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
@@ -172,8 +172,8 @@ def sweep(
     Finished runs are skipped and interrupted ones resumed, since a run's directory is named by its config;
     one failing run does not stop the others. The launcher is a config group: launcher=local|parallel|slurm.
     """
+    from mmcompress.analysis.sweep import launch, plan, print_plan
     from mmcompress.config import extra_config_dirs
-    from mmcompress.sweep import launch, plan, print_plan
 
     dirs = extra_config_dirs(config_dir or [])
     planned = plan(overrides or [], dirs)
@@ -214,15 +214,16 @@ def report(
     Seeds of one configuration are aggregated (mean ± std); failed and unfinished runs are listed, never
     dropped; the best configuration is selected on val and reported on test. Needs no network.
     """
-    from mmcompress import report as reporting
+    from mmcompress.analysis.report.output import log_to_wandb, write
+    from mmcompress.analysis.report.table import Report
 
     paths = paths or [Path("runs")]
-    built = reporting.Report.build(paths)
+    built = Report.build(paths)
     built.print()
     target = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "report"
-    written = reporting.write(built, target)
+    written = write(built, target)
     if wandb:
-        reporting.log_to_wandb(built, written, project)
+        log_to_wandb(built, written, project)
     console.print(f"report written to {target}: " + ", ".join(p.name for p in written.values()))
     typer.echo(str(target))
 
@@ -272,7 +273,8 @@ def ac(
     projected tokens with the reference's, C transfers keypoints between image pairs on its features.
     Scores of candidates already trained are read, a quadratic in (A, C) is fitted and the rest predicted.
     """
-    from mmcompress.ac import print_result, run_ac
+    from mmcompress.analysis.ac.output import print_result
+    from mmcompress.analysis.ac.run import run_ac
     from mmcompress.config import extra_config_dirs
 
     if images < 1 or pairs < 1 or window < 1 or window % 2 == 0:
@@ -310,8 +312,8 @@ def pretrain_expert(
     ] = False,
 ) -> None:
     """Pretrain a mini expert in the synthetic world (cached per recipe; `train` does this on first use)."""
-    from mmcompress.pretrain import ensure_mini_expert
-    from mmcompress.pretrain import ship as ship_expert
+    from mmcompress.training.mini_experts.cache import ensure_mini_expert
+    from mmcompress.training.mini_experts.cache import ship as ship_expert
 
     overrides = list(overrides or [])
     if not any(o.startswith("encoder=") for o in overrides):  # `pretrain-expert sam`: encoder=sam
@@ -333,21 +335,15 @@ def pretrain_expert(
 def main() -> None:
     """Entry point: one-line errors with exit status, full tracebacks only with --debug.
 
-    A full disk or an unwritable path (ENOSPC, EDQUOT, EACCES, EPERM, EROFS), anywhere, is one line naming
-    the path; a W&B mirror that failed mid-run (tracking.FAILURES) makes a finished command exit non-zero."""
-    import errno
+    A full disk or an unwritable path, anywhere, is one line naming the path (errors.disk_problem); a W&B
+    mirror that failed mid-run (tracking.FAILURES) makes a finished command exit non-zero."""
     from typing import NoReturn
 
     from rich.markup import escape
 
+    from mmcompress.errors import disk_problem
+
     debug = "--debug" in sys.argv[1:3]
-    disk = {
-        errno.ENOSPC: "no space left on device writing {}; free space or write elsewhere",
-        errno.EDQUOT: "disk quota exceeded writing {}; free space or write elsewhere",
-        errno.EACCES: "permission denied at {}; make it writable or write elsewhere",
-        errno.EPERM: "operation not permitted at {}; make it writable or write elsewhere",
-        errno.EROFS: "read-only file system at {}; write elsewhere",
-    }
 
     def fail(message: str, status: int) -> NoReturn:
         console.quiet = False  # an error shows on every torchrun process, not only rank 0
@@ -380,18 +376,9 @@ def main() -> None:
             sys.exit(130)
         if debug:
             raise
-        chain = [exc]  # libraries wrap OSErrors in their own errors
-        while len(chain) < 8 and (chain[-1].__cause__ or chain[-1].__context__):
-            chain.append(chain[-1].__cause__ or chain[-1].__context__)
-        full = [e for e in chain if isinstance(e, OSError) and e.errno in disk]
-        if full:
-            cause = next((e for e in full if e.filename), full[0])  # the one that knows its file
-            where = cause.filename or "a file (rerun with --debug to see which)"
-            fail(
-                disk[cause.errno].format(where)
-                + " (paths.runs=..., run_dir=..., MMCOMPRESS_CACHE=...) — rerun the same command to resume",
-                1,
-            )
+        problem = disk_problem(exc)
+        if problem:
+            fail(problem, 1)
         text = str(exc).strip()
         fail(
             f"{type(exc).__name__}: {text.splitlines()[0] if text else ''} (rerun with --debug for the traceback)",

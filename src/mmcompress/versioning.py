@@ -1,51 +1,66 @@
 """Code versions: digests of the source that produces a result, so changed code never reuses stale results.
 
-Run ids, the generated-data cache and the mini-expert cache are keyed by the digest of the code behind
-them. The digest reads the syntax tree, not the text, so comments, docstrings and formatting leave it
-unchanged; fields that newer Pythons add to the tree with empty defaults are skipped, so it is stable
-across Python versions.
+Run ids, the generated-data cache, the mini-expert cache and the feature store are keyed by the digest of
+the code behind them: whole modules, or single top-level functions (`path.py::name`), so an edit elsewhere
+in a module does not invalidate them. The digest reads the syntax tree, not the text, so comments,
+docstrings and formatting leave it unchanged; fields that newer Pythons add to the tree with empty
+defaults are skipped, so it is stable across Python versions.
+
+The run id's code version follows the layout: the subpackages that build, train and score models count,
+`analysis/` (sweeps, reports, the AC analysis: they read finished runs) and the top-level modules (the
+CLI, config composition, registry, errors, console, run directory, tracking and this one: they launch and
+record runs) do not.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import sys
 from functools import cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
-# Modules that only launch, log, present or analyse finished runs; editing them changes no trained model
-# or benchmark score (the AC analysis reads runs and launches their align stage through stages.py).
-PRESENTATION_ONLY = (
-    "__init__.py",
-    "ac.py",
-    "data/pairs.py",
-    "__main__.py",
-    "cli.py",
-    "console.py",
-    "errors.py",
-    "report.py",
-    "sweep.py",
-    "tracking.py",
-    "versioning.py",
-)
+ANALYSIS = "analysis"  # the subpackage that only reads finished runs
 
 
 @cache
-def source_digest(*relative_paths: str) -> str:
-    """A 10-hex digest of the named modules (paths relative to the package), independent of layout."""
+def source_digest(*sources: str) -> str:
+    """A 10-hex digest of the named modules (paths relative to the package) or top-level functions and
+    classes of them (`path.py::name`), independent of formatting."""
     digest = hashlib.sha1()
-    for relative in sorted(relative_paths):
+    for source in sorted(sources):
+        relative, _, name = source.partition("::")
         tree = ast.parse((PACKAGE / relative).read_text())
-        digest.update(relative.encode() + b"\0" + _canonical(tree).encode() + b"\0")
+        if name:
+            tree = _definition(tree, name, relative)
+        digest.update(source.encode() + b"\0" + _canonical(tree).encode() + b"\0")
     return digest.hexdigest()[:10]
+
+
+def module_path(obj) -> str:
+    """The package-relative path of the module defining `obj` (a class or function), for `source_digest`."""
+    return Path(sys.modules[obj.__module__].__file__).resolve().relative_to(PACKAGE).as_posix()
+
+
+def versioned_modules() -> list[str]:
+    """Every module that can change what a run trains or scores: all of the subpackages but analysis/
+    (see the module docstring)."""
+    modules = [p.relative_to(PACKAGE) for p in PACKAGE.rglob("*.py")]
+    return sorted(m.as_posix() for m in modules if len(m.parts) > 1 and m.parts[0] != ANALYSIS)
 
 
 @cache
 def code_version() -> str:
-    """The digest of every module that can change what a run trains or scores."""
-    modules = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")]
-    return source_digest(*[m for m in modules if m not in PRESENTATION_ONLY])
+    """The digest of the versioned modules: part of every run id."""
+    return source_digest(*versioned_modules())
+
+
+def _definition(tree: ast.Module, name: str, relative: str) -> ast.AST:
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return node
+    raise ValueError(f"{relative} defines no top-level {name}")
 
 
 def _canonical(node: ast.AST) -> str:

@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 
 from mmcompress.data.llava import Split, place_image
 from mmcompress.errors import ConfigError, UserError
-from mmcompress.metrics import OPTION_LETTERS
 
+OPTION_LETTERS = "ABCDEFGHIJ"  # multiple-choice options are presented and answered as these letters
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 
 
@@ -319,7 +319,7 @@ def load_llava_questions(b: DictConfig, build: EvalSetBuilder) -> str:
 @dataclass(frozen=True)
 class Benchmark:
     load: Callable[[DictConfig, EvalSetBuilder], str]  # fills the builder; returns the key to name when empty
-    metric: str  # how answers are scored (evaluation.SCORERS)
+    metric: str  # how answers are scored (evaluation/scoring.py QUESTION_SCORES)
     lmms_task: str  # the task name lmms-eval gives the same data
 
 

@@ -17,8 +17,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.nn.utils.rnn import pad_sequence
 
 from mmcompress.errors import UserError
-from mmcompress.llm import IMAGE_TOKEN
 
+IMAGE_TOKEN = "<image>"  # LLaVA's placeholder for the image; becomes a special token of every tokenizer
 IGNORE_INDEX = -100
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 IMAGE_POSITIONS = ("keep", "before", "after")

@@ -1,0 +1,1 @@
+"""Analysis of finished runs: sweeps (sweep.py), reports (report/) and the AC score (ac/)."""

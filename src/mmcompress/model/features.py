@@ -1,0 +1,155 @@
+"""Frozen experts' grid features, encoded once and kept on disk for every later run that needs them.
+
+A sweep over fusion, pruning or LLM settings trains on the same frozen experts, so their features are
+computed once per machine. The key covers everything that changes them: the expert's family, feature
+selection, input size and grid (its `describe` and config), a digest of its weights, the bytes of the
+images, and the version of the code and libraries that compute them. Anything else never reuses them.
+Pruning signals (importance, keys) are stored beside the features, one file per signal setting, so
+cached sweeps can prune.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import transformers
+from omegaconf import DictConfig
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from mmcompress.console import progress
+from mmcompress.data.llava import open_image
+from mmcompress.errors import ConfigError
+from mmcompress.model.multimodal import encode_expert
+from mmcompress.versioning import module_path, source_digest
+from mmcompress.vision.expert import ENCODE_BATCH, VisionExpert
+from mmcompress.vision.signals import ExpertTokens, SignalSpec
+
+MODES = ("disk", "memory", "off")  # train.cache_features
+ENCODER_CODE = ("vision/expert.py", "vision/grid.py", "model/multimodal.py::encode_expert")
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ConfigError(f"train.cache_features={mode!r}; choose one of {', '.join(MODES)}")
+
+
+def expert_key(expert: VisionExpert) -> str:
+    """A digest of what the expert's grid features depend on, besides the images."""
+    weights = hashlib.sha1()
+    for name, tensor in expert.state_dict().items():
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    content = {
+        "described": {k: v for k, v in expert.describe().items() if k != "source"},
+        "spec": {k: v for k, v in expert.spec.items() if k != "frozen"},
+        "weights": weights.hexdigest(),
+        "code": source_digest(*ENCODER_CODE, module_path(type(expert))),
+        "libraries": [torch.__version__, transformers.__version__],
+    }
+    return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def images_key(paths: Sequence[str]) -> str:
+    """A digest of the images' bytes, in order (the same files under another path share it)."""
+    digest = hashlib.sha1()
+    for path in paths:
+        digest.update(hashlib.sha1(Path(path).read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def signals_key(expert: VisionExpert, spec: SignalSpec) -> str:
+    """A digest of which signals are stored: the importance kind, the attention form and their code."""
+    code = source_digest("vision/signals.py", "model/multimodal.py::encode_expert", module_path(type(expert)))
+    content = [spec.kind_for(expert), spec.attention, code]
+    return hashlib.sha1(json.dumps(content).encode()).hexdigest()[:10]
+
+
+def split_features(
+    experts: dict[str, VisionExpert],
+    paths: Sequence[str],
+    cfg: DictConfig,
+    device: torch.device,
+    label: str,
+    signals: SignalSpec | None = None,
+) -> dict[str, ExpertTokens] | None:
+    """Every image's grid features (and pruning `signals`) as `train.cache_features` says: from/to the
+    disk store, encoded in memory only, or None (`off`: experts run on pixels every batch)."""
+    mode = cfg.train.cache_features
+    check_mode(mode)
+    if mode == "off":
+        return None
+    store = Path(cfg.paths.cache).expanduser() / "features" if mode == "disk" else None
+    features = encode_images(experts, paths, open_image, device, store, label, signals)
+    return {name: f.to(device) for name, f in features.items()}
+
+
+def encode_images(
+    experts: dict[str, VisionExpert],
+    paths: Sequence[str],
+    open_image: Callable[[str], Image.Image],
+    device: torch.device,
+    store: Path | None,
+    label: str,
+    signals: SignalSpec | None = None,
+) -> dict[str, ExpertTokens]:
+    """{expert: (n_images, N, C) tokens and signals} of `paths`, read from `store` where present, else
+    encoded (all missing experts in one pass over the images) and written there for the next run."""
+    found: dict[str, ExpertTokens] = {}
+    files: dict[str, tuple[Path, Path | None]] = {}
+    if store is not None:
+        key = images_key(paths)
+        for name, expert in experts.items():
+            folder = store / expert_key(expert)
+            extra = folder / f"{key}.signals-{signals_key(expert, signals)}.safetensors" if signals else None
+            files[name] = (folder / f"{key}.safetensors", extra)
+        for name, (main, extra) in files.items():
+            if main.is_file() and (extra is None or extra.is_file()):
+                stored = load_file(main) | (load_file(extra) if extra else {})
+                found[name] = ExpertTokens(stored["features"], stored.get("importance"), stored.get("keys"))
+    missing = {name: e for name, e in experts.items() if name not in found}
+    if not missing:
+        return found
+    encoded = _encode(missing, paths, open_image, device, label, signals)
+    for name, tokens in encoded.items():
+        if name in files:
+            main, extra = files[name]
+            _atomic_save(main, {"features": tokens.tokens})
+            if extra is not None:
+                _atomic_save(extra, {"importance": tokens.importance, "keys": tokens.keys})
+    return found | encoded
+
+
+@torch.no_grad()
+def _encode(experts, paths, open_image, device, label, signals) -> dict[str, ExpertTokens]:
+    chunks: dict[str, list[ExpertTokens]] = {name: [] for name in experts}
+    with progress() as bar:
+        task = bar.add_task(f"encode {label}", total=len(paths), info=", ".join(experts))
+        for lo in range(0, len(paths), ENCODE_BATCH):
+            images = [open_image(p) for p in paths[lo : lo + ENCODE_BATCH]]
+            for name, expert in experts.items():
+                was_training = expert.training
+                chunks[name].append(
+                    encode_expert(expert.eval(), expert.preprocess(images).to(device), signals).to("cpu")
+                )
+                expert.train(was_training)
+            bar.update(task, advance=len(images))
+    return {name: ExpertTokens.cat(parts) for name, parts in chunks.items()}  # (n, N, C) tokens each
+
+
+def _atomic_save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write under a lock and a temporary name, so parallel runs of a sweep never read half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, path)

@@ -1,0 +1,216 @@
+"""The multimodal LM, one forward pass read top to bottom as the data flows:
+
+    pixels → each expert's native patch map → onto the common grid → pruning signals
+           → prune (each expert's tokens, or the fused ones) → fuse → project → spliced into the LLM at <image>
+
+The model owns this order: experts, fusion and pruning are separate rooms that never call each other.
+Image features may come precomputed (frozen experts, cached once per machine: features.py, which encodes
+with `encode_expert`) or from pixels; everything after them is identical. Visual tokens carry a keep-mask,
+so methods that keep a different number of tokens per image batch cleanly: masked slots are never attended
+and position ids count only real tokens.
+
+Pre-alignment (EAGLE's stage 1) takes a side path: each expert alone through its own projector, so every
+expert learns to speak to the frozen LLM before the experts are fused.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+
+from mmcompress.data.llava import IGNORE_INDEX, IMAGE_TOKEN
+from mmcompress.errors import UserError
+from mmcompress.model.fusion import Fusion
+from mmcompress.pruning.arrange import fused_signals, prune_experts
+from mmcompress.pruning.methods import Pruner
+from mmcompress.vision.expert import VisionExpert
+from mmcompress.vision.grid import to_grid
+from mmcompress.vision.signals import ExpertTokens, SignalSpec, grid_signals
+
+
+def encode_expert(expert: VisionExpert, inputs: torch.Tensor, signals: SignalSpec | None) -> ExpertTokens:
+    """One expert's preprocessed input → its (B, N, C) tokens on the common grid and, when `signals` asks,
+    their (B, N) importance and (B, N, K) keys, all from one forward pass of the expert."""
+    kind = signals.kind_for(expert) if signals is not None else None
+    form = signals.attention if kind == "cls" else None
+    native = expert.patch_map(inputs, form)  # (B, C, h, w) on the expert's own grid
+    tokens = to_grid(native, expert.grid, expert.to_grid_method)  # (B, N, C) on the common grid
+    if kind is None:
+        return ExpertTokens(tokens)
+    importance, keys = grid_signals(native, tokens, kind, expert.grid)  # (B, N), (B, N, K)
+    return ExpertTokens(tokens, importance, keys)
+
+
+class MultimodalLM(nn.Module):
+    def __init__(
+        self,
+        experts: dict[str, VisionExpert],
+        fusion: Fusion,
+        pruner: Pruner,
+        projector: nn.Module,
+        prealign_projectors: dict[str, nn.Module],
+        llm: PreTrainedModel,
+        tokenizer,
+        signals: SignalSpec | None = None,
+    ) -> None:
+        super().__init__()
+        self.experts = nn.ModuleDict(experts)
+        self.fusion = fusion
+        self.pruner = pruner
+        self.projector = projector
+        self.prealign_projectors = nn.ModuleDict(prealign_projectors)  # expert → its own projector
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.signal_spec = signals  # the pruning signals experts compute (None: the pruner reads none)
+
+    # ---- the data flow ------------------------------------------------------------------------------
+    def encode_images(self, pixels: dict[str, torch.Tensor]) -> dict[str, ExpertTokens]:
+        """Each expert on its own preprocessed pixels → {name: (B, N, C_e) grid tokens (+ signals)}."""
+        return {
+            name: encode_expert(expert, pixels[name], self.signal_spec)
+            for name, expert in self.experts.items()
+        }
+
+    def visual_tokens(
+        self, encoded: dict[str, ExpertTokens], expert: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expert tokens → (B, M, D) LLM-space visual tokens and their (B, M) keep-mask.
+
+        With `expert`, pre-alignment's path: that expert's tokens alone through its own projector."""
+        if expert is not None:
+            visual = self.prealign_projectors[expert](encoded[expert].tokens)  # (B, N, D)
+            return visual, torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device)
+        if self.pruner.where == "experts":  # prune each expert's tokens, then fuse what is kept
+            tokens, keep_mask = prune_experts(
+                self.pruner, encoded, shared=self.fusion.aligned, grid=self.fusion.grid
+            )  # {e: (B, M_e, C_e)}, (B, M)
+            fused = self.fusion(tokens)  # (B, M, ΣC)
+        else:  # fuse every token, then prune the fused sequence by the experts' arranged signals
+            fused = self.fusion({name: e.tokens for name, e in encoded.items()})  # (B, N, ΣC)
+            importance, keys = fused_signals(encoded, shared=self.fusion.aligned)  # (B, N), (B, N, K)
+            fused, keep_mask = self.pruner(fused, importance, keys, self.fusion.token_grid)  # (B, M, ΣC)
+        return self.projector(fused), keep_mask  # (B, M, D)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        features: dict[str, ExpertTokens] | None = None,
+        pixels: dict[str, torch.Tensor] | None = None,
+        prealign: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed cross-entropy over supervised (answer) tokens and their count; the trainer divides by the
+        count over the whole global batch, so micro-batches and processes do not change the loss.
+
+        `prealign`: each expert alone through its own projector (EAGLE's stage 1), its losses summed."""
+        features = features if features is not None else self.encode_images(pixels)
+        paths = list(self.experts) if prealign else [None]
+        total, count = 0.0, 0
+        for expert in paths:  # one path per expert in pre-alignment, else the fused one
+            visual, visual_mask = self.visual_tokens(features, expert)
+            loss_sum, targets = self._answer_loss(input_ids, attention_mask, visual, visual_mask, labels)
+            total, count = total + loss_sum, count + targets
+        return total, count
+
+    def _answer_loss(self, input_ids, attention_mask, visual, visual_mask, labels):
+        embeds, mask, positions, labels = self.splice(input_ids, attention_mask, visual, visual_mask, labels)
+        targets = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
+        supervised = targets != IGNORE_INDEX
+        if not supervised.any():
+            raise UserError(
+                "a training batch has no supervised (answer) tokens: the chat template hides every answer; "
+                "check llm.chat_template and data.max_text_tokens"
+            )
+        hidden = self.llm.get_decoder()(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False
+        )
+        hidden = hidden.last_hidden_state[:, :-1][supervised]  # (S, D): only positions with a target
+        logits = self.llm.get_output_embeddings()(hidden)  # (S, V)
+        loss_sum = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+        return loss_sum, supervised.sum()
+
+    # ---- splicing visual tokens into the text ----------------------------------------------------------
+    def splice(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        visual: torch.Tensor,
+        visual_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Replace each row's single `<image>` token by its M visual tokens, without a loop.
+
+        Output position t takes visual token t − p inside [p, p + M) (p = the row's placeholder), text
+        token t before it and text token t − M + 1 after it. Position ids count attended tokens only.
+        """
+        batch, length = input_ids.shape
+        tokens = visual.shape[1]
+        is_image = input_ids == self.image_token_id  # (B, L)
+        if not torch.equal(is_image.sum(1), torch.ones(batch, dtype=torch.long, device=input_ids.device)):
+            raise UserError(f"every sample needs exactly one {IMAGE_TOKEN} token after tokenisation")
+        place = is_image.float().argmax(1)[:, None]  # (B, 1)
+        out_pos = torch.arange(length - 1 + tokens, device=input_ids.device)[None]  # (1, T)
+        in_visual = (out_pos >= place) & (out_pos < place + tokens)  # (B, T)
+        text_idx = torch.where(out_pos < place, out_pos, out_pos - tokens + 1).clamp(0, length - 1)  # (B, T)
+        visual_idx = (out_pos - place).clamp(0, tokens - 1)  # (B, T)
+
+        text_embeds = self.llm.get_input_embeddings()(input_ids)  # (B, L, D)
+        dim = text_embeds.shape[-1]
+        embeds = torch.where(
+            in_visual[..., None],
+            visual.to(text_embeds.dtype).gather(1, visual_idx[..., None].expand(-1, -1, dim)),
+            text_embeds.gather(1, text_idx[..., None].expand(-1, -1, dim)),
+        )  # (B, T, D)
+        mask = torch.where(
+            in_visual, visual_mask.long().gather(1, visual_idx), attention_mask.gather(1, text_idx)
+        )
+        positions = (mask.cumsum(1) - 1).clamp(min=0)  # (B, T)
+        if labels is not None:
+            labels = torch.where(in_visual, IGNORE_INDEX, labels.gather(1, text_idx))
+        return embeds, mask, positions, labels
+
+    # ---- evaluation --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        features: dict[str, ExpertTokens],
+        max_new_tokens: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batched greedy decoding of left-padded prompts.
+
+        Returns (B, ≤max_new_tokens) generated ids (pad after EOS) and (B,) visual tokens fed per image.
+        """
+        visual, visual_mask = self.visual_tokens(features)
+        embeds, mask, positions, _ = self.splice(input_ids, attention_mask, visual, visual_mask)
+        out = self.llm(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        generated = []
+        for _ in range(max_new_tokens):  # one step per generated token, the whole batch at once
+            next_ids = out.logits[:, -1].argmax(-1)  # (B,)
+            generated.append(torch.where(finished, pad, next_ids))
+            finished |= next_ids == eos
+            if finished.all():
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            positions = positions[:, -1:] + 1
+            out = self.llm(
+                inputs_embeds=self.llm.get_input_embeddings()(next_ids[:, None]),
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+        return torch.stack(generated, 1), visual_mask.sum(1)

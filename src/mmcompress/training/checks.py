@@ -1,0 +1,113 @@
+"""Config checks before any work starts: every bad value is a one-line ConfigError naming its fix, so a
+sweep can mark an impossible combination invalid without launching it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mmcompress.data.benchmarks import check_benchmarks
+from mmcompress.errors import ConfigError
+from mmcompress.model.build import resolve_device
+from mmcompress.model.checkpoints import check_init_from
+from mmcompress.model.features import check_mode
+from mmcompress.model.fusion import FUSIONS
+from mmcompress.model.llm import LLMS
+from mmcompress.pruning.methods import PRUNERS, Pruner
+from mmcompress.tracking import check_logger
+from mmcompress.training import distributed
+from mmcompress.training.schedules import check_schedule
+from mmcompress.training.stages import ALL_STAGES, TRAINING_STAGES
+from mmcompress.vision.signals import SignalSpec
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Catch bad values before any work starts, each with a one-line message."""
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r} must be an integer, e.g. seed=0")
+    check_logger(cfg)
+    unknown = [s for s in cfg.stages if s not in ALL_STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; stages is a list drawn from {', '.join(ALL_STAGES)}")
+    for name in TRAINING_STAGES:
+        stage = cfg.stage[name]
+        for key, kind in (("lr", float), ("steps", int), ("batch_size", int)):
+            value = stage.get(key)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (kind is int and not isinstance(value, int))
+                or value <= 0
+            ):
+                raise ConfigError(f"stage.{name}.{key}={value!r} must be a positive {kind.__name__}")
+    check_schedule(cfg.optim.schedule)
+    check_training(cfg)
+    check_mode(cfg.train.cache_features)
+    _ = LLMS[cfg.llm.name]  # an unknown LLM kind names the valid ones
+    FUSIONS[cfg.fusion.name].check(list(cfg.encoder.experts), cfg.fusion)
+    check_pruning(cfg)
+    check_benchmarks(cfg)
+    missing = OmegaConf.missing_keys(cfg)
+    if missing:
+        key = sorted(missing)[0]
+        raise ConfigError(f"{key} is required by this config; set it on the command line, e.g. {key}=...")
+    local = {"llm.path": cfg.llm.get("path")}
+    local |= {f"encoder.experts.{n}.checkpoint": e.checkpoint for n, e in cfg.encoder.experts.items()}
+    for key, value in local.items():  # hub ids ("org/name") can only be checked by loading them
+        if (
+            isinstance(value, str)
+            and value.startswith(("/", ".", "~"))
+            and not Path(value).expanduser().exists()
+        ):
+            raise ConfigError(f"{key}={value} does not exist; give an existing directory or a hub id")
+
+
+def check_training(cfg: DictConfig) -> None:
+    """Precision, LoRA, accumulation, checkpointing and process counts, each with its fix."""
+    distributed.check(cfg)
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if (
+        cfg.precision == "bf16"
+        and resolve_device(cfg.device).type == "cuda"
+        and not torch.cuda.is_bf16_supported()
+    ):
+        raise ConfigError("precision=bf16 needs a GPU with bfloat16 support; use precision=fp32 here")
+    for key, value, low in (
+        ("lora.r", cfg.lora.r, 0),
+        ("train.checkpoint_every", cfg.train.checkpoint_every, 0),
+        (
+            "train.micro_batch_size",
+            1 if cfg.train.micro_batch_size is None else cfg.train.micro_batch_size,
+            1,
+        ),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key}={value!r} must be an integer ≥ {low}")
+    processes = int(os.environ.get("WORLD_SIZE", cfg.distributed.nproc))
+    for name in TRAINING_STAGES:
+        if name in cfg.stages and cfg.stage[name].batch_size % processes:
+            raise ConfigError(
+                f"stage.{name}.batch_size={cfg.stage[name].batch_size} does not split evenly over {processes} "
+                f"processes; the batch size is global, so give a multiple of {processes}"
+            )
+
+
+def check_pruning(cfg: DictConfig) -> None:
+    """The pruning method, its settings and where it acts, checked against the fusion."""
+    method = PRUNERS[cfg.pruning.name]
+    method.check(cfg.pruning)
+    if method.needs:
+        SignalSpec.from_config(cfg.pruning)
+    if Pruner.where_of(cfg.pruning) == "experts" and FUSIONS[cfg.fusion.name].full_grid_inputs:
+        raise ConfigError(
+            f"pruning.where=experts is not possible with fusion={cfg.fusion.name}: its positions assume the "
+            "full grid of every expert; use pruning.where=fused"
+        )
+    if cfg.get("init_from"):
+        check_init_from(cfg)

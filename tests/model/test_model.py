@@ -1,0 +1,136 @@
+"""The multimodal forward pass: splicing, masks, answer-only loss and batched greedy generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from mmcompress.data.llava import IGNORE_INDEX, IMAGE_TOKEN, pad
+from mmcompress.errors import UserError
+from mmcompress.model.fusion import ChannelConcat
+from mmcompress.model.llm import build_word_tokenizer
+from mmcompress.model.multimodal import MultimodalLM
+from mmcompress.model.projector import PROJECTORS
+from mmcompress.pruning.methods import KeepAll
+from mmcompress.vision.signals import ExpertTokens
+from tests.conftest import tiny_llama
+
+C, N = 12, 5  # expert channels, visual tokens
+
+
+def tiny_model(seed: int = 0) -> MultimodalLM:
+    torch.manual_seed(seed)
+    tokenizer = build_word_tokenizer(["what color is it ? red blue green yes no"])
+    llm = tiny_llama(tokenizer)
+    fusion = ChannelConcat({"x": C}, (1, N), OmegaConf.create({}))
+    model = MultimodalLM({}, fusion, KeepAll(), PROJECTORS["mlp"](C, 32, 2), {}, llm, tokenizer)
+    return model.eval()
+
+
+def ids_of(model, text: str) -> list[int]:
+    return model.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_splice_places_visual_tokens_at_the_placeholder():
+    model = tiny_model()
+    rows = [ids_of(model, f"what {IMAGE_TOKEN} color is it ?"), ids_of(model, f"{IMAGE_TOKEN} what color")]
+    input_ids = pad(rows, model.tokenizer.pad_token_id)
+    mask = (torch.arange(input_ids.shape[1])[None] < torch.tensor([len(r) for r in rows])[:, None]).long()
+    visual = torch.randn(2, N, 32)
+    embeds, out_mask, positions, labels = model.splice(
+        input_ids, mask, visual, torch.ones(2, N, dtype=torch.bool), input_ids.clone()
+    )
+    table = model.llm.get_input_embeddings().weight
+    for row, text_ids in enumerate(rows):  # reference, one row at a time
+        p = text_ids.index(model.image_token_id)
+        expected = torch.cat([table[text_ids[:p]], visual[row], table[text_ids[p + 1 :]]])
+        assert torch.allclose(embeds[row, : len(expected)], expected)
+        assert out_mask[row, : len(expected)].all() and not out_mask[row, len(expected) :].any()
+        assert positions[row, : len(expected)].tolist() == list(range(len(expected)))
+        assert (labels[row, p : p + N] == IGNORE_INDEX).all()
+
+
+def test_splice_requires_exactly_one_image_token():
+    model = tiny_model()
+    ids = torch.tensor([ids_of(model, "what color")])
+    with pytest.raises(UserError, match="exactly one"):
+        model.splice(ids, torch.ones_like(ids), torch.zeros(1, N, 32), torch.ones(1, N, dtype=torch.bool))
+
+
+def test_loss_is_cross_entropy_on_answer_tokens_only():
+    model = tiny_model()
+    ids = torch.tensor([ids_of(model, f"what color {IMAGE_TOKEN} red </s>")])
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[0, -2:] = ids[0, -2:]  # supervise "red </s>"
+    features = {"x": ExpertTokens(torch.randn(1, N, C))}
+    loss_sum, count = model(ids, torch.ones_like(ids), labels, features=features)
+
+    visual, vmask = model.visual_tokens(features)
+    embeds, mask, positions, _ = model.splice(ids, torch.ones_like(ids), visual, vmask)
+    logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits
+    expected = F.cross_entropy(logits[0, -3:-1], ids[0, -2:], reduction="sum")
+    assert count == 2
+    assert torch.allclose(loss_sum, expected, atol=1e-5)
+
+
+def test_zero_supervised_tokens_is_an_error():
+    model = tiny_model()
+    ids = torch.tensor([ids_of(model, f"what color {IMAGE_TOKEN} red")])
+    with pytest.raises(UserError, match="no supervised"):
+        model(
+            ids,
+            torch.ones_like(ids),
+            torch.full_like(ids, IGNORE_INDEX),
+            features={"x": ExpertTokens(torch.randn(1, N, C))},
+        )
+
+
+def _generate(model, prompts, features):
+    ids = pad(prompts, model.tokenizer.pad_token_id, side="left")
+    lengths = torch.tensor([len(p) for p in prompts])
+    mask = (torch.arange(ids.shape[1])[None] >= (ids.shape[1] - lengths)[:, None]).long()
+    return model.generate(ids, mask, features, max_new_tokens=6)
+
+
+def test_batched_generation_equals_one_at_a_time():
+    model = tiny_model(seed=3)
+    prompts = [
+        ids_of(model, f"what color is it ? {IMAGE_TOKEN}"),
+        ids_of(model, f"{IMAGE_TOKEN} what"),
+        ids_of(model, f"is it red or blue or green ? {IMAGE_TOKEN} yes"),
+    ]
+    features = {"x": ExpertTokens(torch.randn(3, N, C))}
+    batched, counts = _generate(model, prompts, features)
+    assert counts.tolist() == [N, N, N]
+    for row, prompt in enumerate(prompts):
+        alone, _ = _generate(model, [prompt], {"x": features["x"][row : row + 1]})
+        width = alone.shape[1]
+        assert batched[row, :width].tolist() == alone[0].tolist()
+
+
+class _KeepFirst(KeepAll):
+    """Test pruner: keeps the first k tokens of each row (k differs per row) via the mask."""
+
+    def __init__(self, keep: list[int]) -> None:
+        super().__init__()
+        self.keep = torch.tensor(keep)
+
+    def forward(self, tokens, importance=None, keys=None, grid=None):
+        mask = torch.arange(tokens.shape[1])[None] < self.keep[:, None]  # (B, N)
+        return tokens, mask
+
+
+def test_masked_visual_slots_never_change_the_logits():
+    model = tiny_model(seed=1)
+    model.pruner = _KeepFirst([2, 4])
+    prompts = [ids_of(model, f"what color {IMAGE_TOKEN}"), ids_of(model, f"{IMAGE_TOKEN} is it red")]
+    features = torch.randn(2, N, C)
+    changed = features.clone()
+    changed[0, 2:] = 100.0  # only masked slots differ
+    changed[1, 4:] = -7.0
+    first, counts = _generate(model, prompts, {"x": ExpertTokens(features)})
+    second, _ = _generate(model, prompts, {"x": ExpertTokens(changed)})
+    assert counts.tolist() == [2, 4]
+    assert torch.equal(first, second)

@@ -1,0 +1,112 @@
+"""Pruning signals: CLIP's CLS attention is the attention its last layer really computes; other experts'
+importance; pooling onto the common grid; the feature store keeps signals beside the features."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from mmcompress.errors import ConfigError
+from mmcompress.model import features as store_module
+from mmcompress.model.features import encode_images
+from mmcompress.model.multimodal import encode_expert
+from mmcompress.vision.families.clip import CLIPExpert
+from mmcompress.vision.families.convnext import ConvNeXtExpert
+from mmcompress.vision.families.sam import SAMExpert
+from mmcompress.vision.signals import SignalSpec, check_native, cls_attention, token_importance
+from tests.conftest import tiny_expert_checkpoint
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tiny_expert_checkpoint("clip", tmp_path / "clip")
+    return CLIPExpert.from_pretrained("clip", str(path), {"select_layer": -2}).eval()
+
+
+def _pixels(expert, n: int = 2) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    arrays = torch.randint(0, 256, (n, 32, 32, 3), generator=generator, dtype=torch.uint8).numpy()
+    return expert.preprocess([Image.fromarray(a) for a in arrays])
+
+
+def test_cls_attention_is_the_last_layers_own_attention_averaged_over_heads(clip):
+    pixels = _pixels(clip)
+    encoded = encode_expert(clip, pixels, SignalSpec())
+    out = clip.model(pixel_values=pixels, output_attentions=True)  # eager attention (how experts load)
+    expected = out.attentions[-1][:, :, 0, 1:].mean(1)  # (B, n): [CLS] row, patches, head-averaged
+    torch.testing.assert_close(encoded.importance, expected)
+    torch.testing.assert_close(encoded.tokens, encode_expert(clip, pixels, None).tokens)  # the same forward
+    assert encoded.keys.shape == (2, 16, 32)
+
+
+def test_single_softmax_is_the_softmax_of_sqrt_heads_times_the_mean_head_logit(clip):
+    hidden = torch.randn(2, 17, 32)
+    attention = clip.model.encoder.layers[-1].self_attn
+    query, keys = attention.q_proj(hidden[:, :1]), attention.k_proj(hidden)
+    single = cls_attention(query, keys, attention.num_heads, "single_softmax")
+    heads, dim = attention.num_heads, attention.head_dim
+    q = attention.q_proj(hidden[:, :1]).view(2, 1, heads, dim)
+    k = attention.k_proj(hidden).view(2, 17, heads, dim)
+    mean_logit = torch.einsum("bqhd,bkhd->bk", q, k) / heads / dim**0.5  # (B, 1+n)
+    torch.testing.assert_close(single, (heads**0.5 * mean_logit).softmax(-1)[:, 1:])
+
+
+def test_signals_are_pooled_onto_a_coarser_grid(clip):
+    clip.place_on_grid((2, 2))
+    encoded = encode_expert(clip, _pixels(clip), SignalSpec())
+    assert encoded.importance.shape == (2, 4) and encoded.keys.shape == (2, 4, 32)
+    # Area pooling keeps the attention mass: 4 native cells per grid cell, averaged.
+    torch.testing.assert_close(encoded.importance.sum(1) * 4, torch.ones(2), atol=0.02, rtol=0.1)
+
+
+def test_upsampled_experts_cannot_be_pruned(clip):
+    clip.place_on_grid((8, 8))
+    with pytest.raises(ConfigError, match="native tokens"):
+        check_native(clip)
+
+
+def test_experts_without_cls_use_the_signal_measured_best_for_them(tmp_path):
+    sam = SAMExpert.from_pretrained("sam", str(tiny_expert_checkpoint("sam", tmp_path / "sam")), {})
+    convnext = ConvNeXtExpert.from_pretrained(
+        "convnext", str(tiny_expert_checkpoint("convnext", tmp_path / "cn")), {}
+    )
+    assert (SignalSpec().kind_for(sam), SignalSpec().kind_for(convnext)) == ("distinct", "norm")
+    assert SignalSpec("norm").kind_for(sam) == "norm"  # an explicit choice wins
+    with pytest.raises(ConfigError, match="no \\[CLS\\] token"):
+        SignalSpec("cls").kind_for(sam)
+    tokens = torch.tensor([[[1.0, 0], [1, 0], [1, 0], [0, 1]]])  # the odd one out is most distinct
+    assert token_importance(tokens, "distinct").argmax().item() == 3
+    assert token_importance(tokens * torch.tensor([[[1.0], [5], [1], [1]]]), "norm").argmax().item() == 1
+
+
+def test_a_family_declaring_no_importance_is_a_config_error_not_a_guess(tmp_path):
+    sam = SAMExpert.from_pretrained("sam", str(tiny_expert_checkpoint("sam", tmp_path / "sam")), {})
+
+    class Undeclared(SAMExpert):
+        importance_without_cls = None  # a family that says nothing about its tokens' importance
+
+    silent = Undeclared(sam.name, sam.source, sam.model, sam.processor, sam.spec)
+    with pytest.raises(ConfigError, match="declares no importance signal"):
+        SignalSpec().kind_for(silent)
+    assert SignalSpec("distinct").kind_for(silent) == "distinct"  # an explicit choice still works
+
+
+def test_feature_store_keeps_signals_beside_features(clip, tmp_path, monkeypatch):
+    paths = []
+    for i, colour in enumerate(["red", "green"]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (32, 32), colour).save(paths[-1])
+    store, spec = tmp_path / "store", SignalSpec()
+
+    def _open(path):
+        return Image.open(path).convert("RGB")
+
+    first = encode_images({"clip": clip}, paths, _open, torch.device("cpu"), store, "test", spec)
+    monkeypatch.setattr(store_module, "_encode", lambda *a, **k: pytest.fail("encoded again"))
+    again = encode_images({"clip": clip}, paths, _open, torch.device("cpu"), store, "test", spec)
+    for field in ("tokens", "importance", "keys"):
+        torch.testing.assert_close(getattr(again["clip"], field), getattr(first["clip"], field))
+    other = SignalSpec(attention="single_softmax")  # another signal setting is not in the store yet
+    with pytest.raises(pytest.fail.Exception, match="encoded again"):
+        encode_images({"clip": clip}, paths, _open, torch.device("cpu"), store, "test", other)
