@@ -10,6 +10,7 @@ import transformers as tf
 from PIL import Image
 
 from mmcompress.model.fusion import FUSIONS
+from mmcompress.model.multimodal import encode_expert
 from mmcompress.vision.families.clip import CLIPExpert
 from mmcompress.vision.families.convnext import ConvNeXtExpert
 from mmcompress.vision.families.pix2struct import Pix2StructExpert
@@ -65,7 +66,7 @@ def test_eagle_mixture_at_published_sizes_lands_on_32x32():
         "clip": [32, 32], "convnext": [32, 32], "sam": [64, 64], "pix2struct": [45, 45],
     }  # fmt: skip
     image = [Image.new("RGB", (640, 640), (200, 30, 30))]
-    tokens = {name: e.eval()(e.preprocess(image)) for name, e in experts.items()}
+    tokens = {name: encode_expert(e.eval(), e.preprocess(image), None).tokens for name, e in experts.items()}
     assert {n: tuple(t.shape) for n, t in tokens.items()} == {
         "clip": (1, 1024, 1024), "convnext": (1, 1024, 3072), "sam": (1, 1024, 1024), "pix2struct": (1, 1024, 1536),
     }  # fmt: skip
