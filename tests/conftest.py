@@ -75,7 +75,8 @@ def tiny_llama(tokenizer, *, hidden: int = 32, layers: int = 2, heads: int = 4):
 def tiny_expert_checkpoint(family: str, directory: Path, *, v2: bool = False) -> Path:
     """A randomly initialised expert of `family` saved with `save_pretrained` (model and image processor),
     as a real checkpoint directory would be: CLIP 32 px / 8 px patches, ConvNeXt with stride 4–32, SAM at
-    64 px with 8 px patches, Pix2Struct with 8 px patches and up to 64 of them."""
+    64 px with 8 px patches, Pix2Struct with 8 px patches and up to 64 of them, DINOv2 and SigLIP at 32 px
+    with 8 px patches (SigLIP with its attention-pooling head)."""
     import torch
     import transformers as tf
 
@@ -101,6 +102,22 @@ def tiny_expert_checkpoint(family: str, directory: Path, *, v2: bool = False) ->
         )  # fmt: skip
         model = tf.SamVisionModel(config)
         processor = tf.SamImageProcessorPil()
+    elif family == "dinov2":
+        config = tf.Dinov2Config(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, image_size=32, patch_size=8,
+        )  # fmt: skip
+        model = tf.Dinov2Model(config)
+        processor = tf.BitImageProcessorPil(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+            image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+        )  # fmt: skip
+    elif family == "siglip":
+        config = tf.SiglipVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=32, patch_size=8,
+        )  # fmt: skip
+        model = tf.SiglipVisionModel(config)
+        processor = tf.SiglipImageProcessorPil(size={"height": 32, "width": 32})
     else:
         config = tf.Pix2StructVisionConfig(
             hidden_size=32, num_hidden_layers=2, num_attention_heads=2, d_kv=16, d_ff=64,

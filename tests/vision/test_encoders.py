@@ -17,6 +17,8 @@ from tests.conftest import tiny_expert_checkpoint
 # family → (conf/encoder option, overrides, native grid, native channels)
 FAMILIES = {
     "clip": ("clip-l336", [], (4, 4), 32),
+    "dinov2": ("dinov2-s", [], (4, 4), 32),
+    "siglip": ("siglip-so400m", [], (4, 4), 32),
     "convnext": ("convnextv2-huge", ["encoder.experts.convnext.input_size=64"], (2, 2), 32),
     "sam": ("sam-l", [], (8, 8), 16),
     "pix2struct": ("pix2struct-large", ["encoder.experts.pix2struct.max_patches=64"], (8, 8), 32),
@@ -145,3 +147,18 @@ def test_a_clip_config_without_select_layer_is_a_one_line_error(compose, tmp_pat
     del clip.spec["select_layer"]
     with pytest.raises(ConfigError, match=r"encoder\.experts\.clip\.select_layer is not set"):
         encode_expert(clip, clip.preprocess(_images(1)), None)
+
+
+@pytest.mark.parametrize("family", ["dinov2", "siglip"])
+def test_dinov2_and_siglip_run_at_another_resolution(compose, tmp_path, family):
+    """Position embeddings are interpolated: a 48 px input on a 32 px checkpoint gives a 6×6 map."""
+    _, experts = _experts(compose, tmp_path, [family], f"encoder.experts.{family}.input_size=48")
+    expert = experts[family]
+    pixels = expert.preprocess(_images(2))
+    assert pixels.shape[-2:] == (48, 48) and expert.native_grid == (6, 6)
+    assert encode_expert(expert, pixels, None).tokens.shape == (2, 36, 32)
+
+
+def test_a_dinov2_input_off_its_patch_is_a_one_line_error(compose, tmp_path):
+    with pytest.raises(ConfigError, match=r"not a multiple of DINOv2's 8 px patch; give e\.g\. 48"):
+        _experts(compose, tmp_path, ["dinov2"], "encoder.experts.dinov2.input_size=50")

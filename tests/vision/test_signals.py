@@ -13,7 +13,9 @@ from mmcompress.model.features import encode_images
 from mmcompress.model.multimodal import encode_expert
 from mmcompress.vision.families.clip import CLIPExpert
 from mmcompress.vision.families.convnext import ConvNeXtExpert
+from mmcompress.vision.families.dinov2 import DINOv2Expert
 from mmcompress.vision.families.sam import SAMExpert
+from mmcompress.vision.families.siglip import SigLIPExpert
 from mmcompress.vision.signals import SignalSpec, check_native, cls_attention, token_importance
 from tests.conftest import tiny_expert_checkpoint
 
@@ -38,6 +40,31 @@ def test_cls_attention_is_the_last_layers_own_attention_averaged_over_heads(clip
     torch.testing.assert_close(encoded.importance, expected)
     torch.testing.assert_close(encoded.tokens, encode_expert(clip, pixels, None).tokens)  # the same forward
     assert encoded.keys.shape == (2, 16, 32)
+
+
+def test_dinov2_cls_attention_is_its_last_layers_own_attention(tmp_path):
+    path = tiny_expert_checkpoint("dinov2", tmp_path / "dinov2")
+    dinov2 = DINOv2Expert.from_pretrained("dinov2", str(path), {"select_layer": None}).eval()
+    pixels = _pixels(dinov2)
+    encoded = encode_expert(dinov2, pixels, SignalSpec())
+    out = dinov2.model(pixel_values=pixels, output_attentions=True)  # eager attention (how experts load)
+    torch.testing.assert_close(encoded.importance, out.attentions[-1][:, :, 0, 1:].mean(1))
+    assert encoded.keys.shape == (2, 16, 32)
+
+
+def test_siglip_ranks_patches_by_its_pooling_heads_attention(tmp_path):
+    """SigLIP has no [CLS]: its importance is the attention of the pooling head's probe over the patches,
+    the same weights the head itself computes when it pools."""
+    path = tiny_expert_checkpoint("siglip", tmp_path / "siglip")
+    siglip = SigLIPExpert.from_pretrained("siglip", str(path), {"select_layer": None}).eval()
+    pixels = _pixels(siglip)
+    encoded = encode_expert(siglip, pixels, SignalSpec())
+    final = siglip.model(pixel_values=pixels).last_hidden_state  # (B, 16, C): what the head attends to
+    head = siglip.model.head
+    probe = head.probe.expand(len(final), -1, -1)
+    _, weights = head.attention(probe, final, final, need_weights=True, average_attn_weights=True)
+    torch.testing.assert_close(encoded.importance, weights[:, 0])  # (B, 16), head-averaged
+    assert SignalSpec().kind_for(siglip) == "cls" and siglip.summary_query == "pooling-head probe"
 
 
 def test_single_softmax_is_the_softmax_of_sqrt_heads_times_the_mean_head_logit(clip):

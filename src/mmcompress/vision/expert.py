@@ -3,9 +3,9 @@
 An expert owns its preprocessing (`preprocess`: its own input size and mean/std, from its own processor
 config) and turns model input into its native patch map (`patch_map` → (B, C, h, w)). The model then
 brings the map onto the common grid (grid.py) and, when pruning reads them, computes the signals
-(signals.py) from what the expert declares it offers: a [CLS] token whose attention ranks the patches
-(`has_cls_token`, filled into the patch map on request) or, without one, the importance measured best for
-it (`importance_without_cls`). `describe` records the real input size and grids in the run directory, so a
+(signals.py) from what the expert declares it offers: a summary query whose attention ranks the patches
+(`summary_query`: [CLS] for CLIP and DINOv2, the pooling head's probe for SigLIP; filled into the patch map
+on request) or, without one, the importance measured best for it (`importance_without_cls`). `describe` records the real input size and grids in the run directory, so a
 resolution mix-up (EAGLE's 336-vs-448) is visible.
 
 Each family is one file in `families/`, registered in `EXPERTS` under the name its `family:` config key
@@ -44,7 +44,9 @@ class VisionExpert(nn.Module, ABC):
     model_classes: ClassVar[tuple[type, ...]]
     load_options: ClassVar[Mapping] = MappingProxyType({})  # extra from_pretrained arguments of the family
     # What the expert offers visual-token pruning:
-    has_cls_token: ClassVar[bool] = False  # its patch map can carry [CLS] attention and the layer's keys
+    # the query whose attention over the patches ranks them ("[CLS]", SigLIP's "pooling-head probe"): its
+    # patch map can carry that attention and the attending layer's keys of the patches
+    summary_query: ClassVar[str | None] = None
     importance_without_cls: ClassVar[str | None] = None  # `distinct` or `norm`: measured best for it
     # Mini experts pretrained in the synthetic world (empty: the family has no mini version):
     mini_objectives: ClassVar[tuple[str, ...]] = ()
@@ -143,8 +145,8 @@ class VisionExpert(nn.Module, ABC):
     @abstractmethod
     def patch_map(self, inputs: torch.Tensor, cls_attention_form: str | None = None) -> PatchMap:
         """Model input → (B, C, h, w) features on the native grid. With `cls_attention_form` (one of
-        ATTENTION_FORMS; only for experts with `has_cls_token`), the map also carries the last layer's
-        [CLS] attention over the patches and their keys, from the same forward pass."""
+        ATTENTION_FORMS; only for experts with a `summary_query`), the map also carries that query's
+        attention over the patches and the attending layer's keys of them, from the same forward pass."""
 
     # ---- persistence -------------------------------------------------------------------------------------
     def save_pretrained(self, directory: Path) -> None:

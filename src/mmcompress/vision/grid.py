@@ -2,8 +2,8 @@
 token i of every expert on the same image region (EAGLE's 32×32 = 1024 tokens).
 
 An expert hands over a `PatchMap`: a (B, C, h, w) map plus, for variable-resolution experts (Pix2Struct),
-each image's valid extent inside the padded map, and, for experts with a [CLS] token when pruning asks,
-the last layer's [CLS] attention over the patches and their keys. Two ways onto the grid, chosen per
+each image's valid extent inside the padded map, and, for experts with a summary query ([CLS]) when
+pruning asks, that query's attention over the patches and their keys. Two ways onto the grid, chosen per
 expert in its config:
 `interpolate` (bilinear, antialiased when shrinking; per-image extents resampled with `grid_sample`) and
 `unshuffle` (pixel-unshuffle by an integer factor, trading resolution for channels, as EAGLE does for SAM).
@@ -27,8 +27,8 @@ class PatchMap:
 
     features: torch.Tensor  # (B, C, h, w)
     extent: torch.Tensor | None = None  # (B, 2) valid rows, cols per image; None = the whole map
-    cls_attention: torch.Tensor | None = None  # (B, h·w) [CLS]→patch attention of the last layer
-    keys: torch.Tensor | None = None  # (B, h·w, K) that layer's keys of the patches
+    cls_attention: torch.Tensor | None = None  # (B, h·w) [CLS] (or pooling probe) → patch attention
+    keys: torch.Tensor | None = None  # (B, h·w, K) the attending layer's keys of the patches
 
 
 def grid_channels(channels: int, native: tuple[int, int], target: tuple[int, int], method: str) -> int:

@@ -1,9 +1,9 @@
 """Pruning signals: how important each grid token is, and a key to measure which tokens are alike.
 
-What an expert offers is its family's contract (expert.py): an expert with a [CLS] token ranks its patches
-by PruMerge's CLS attention — the last layer's query of [CLS] against the keys of its input, head-averaged
-by default or, as the release does, one softmax over all heads' channels — and its keys are that layer's
-keys. An expert without one ranks its tokens by the importance its family declares, measured best for it
+What an expert offers is its family's contract (expert.py): an expert with a summary query ranks its
+patches by PruMerge's CLS attention — the last layer's query of [CLS] against the keys of its input
+(SigLIP, which has no [CLS]: its pooling head's probe against the final tokens), head-averaged by default
+or, as the release does, one softmax over all heads' channels — and its keys are that layer's keys. An expert without one ranks its tokens by the importance its family declares, measured best for it
 (experiments/pruning-signals): `distinct` (how unlike the image's mean token a token is) or the feature
 `norm`; its keys are its features. Signals are computed on the native grid and average-pooled onto the
 common grid, so pruning never ranks tokens that upsampling invented (that case is refused).
@@ -68,18 +68,18 @@ class SignalSpec:
         return spec
 
     def kind_for(self, expert: VisionExpert) -> str:
-        """The importance this expert uses: CLS attention where it has a [CLS] token, else what its family
-        declares, unless told otherwise. A family that declares neither is a config error, never a guess."""
+        """The importance this expert uses: its summary query's attention ([CLS]) where it has one, else what
+        its family declares, unless told otherwise. A family that declares neither is a config error."""
         if self.importance == "auto":
-            if expert.has_cls_token:
+            if expert.summary_query:
                 return "cls"
             if expert.importance_without_cls is None:
                 raise ConfigError(
-                    f"expert '{expert.name}' ({expert.family}) has no [CLS] token and its family declares no "
+                    f"expert '{expert.name}' ({expert.family}) has no [CLS] token or summary query and its family declares no "
                     "importance signal; set pruning.importance=distinct or pruning.importance=norm"
                 )
             return expert.importance_without_cls
-        if self.importance == "cls" and not expert.has_cls_token:
+        if self.importance == "cls" and not expert.summary_query:
             raise ConfigError(
                 f"pruning.importance=cls, but expert '{expert.name}' ({expert.family}) has no [CLS] token; "
                 "use importance=auto (cls where possible, else the measured best) or distinct / norm"
@@ -117,16 +117,19 @@ def token_importance(tokens: torch.Tensor, kind: str) -> torch.Tensor:
     return 1 - F.cosine_similarity(tokens.float(), mean, dim=-1)  # (B, N) in [0, 2]
 
 
-def cls_attention(query: torch.Tensor, keys: torch.Tensor, heads: int, form: str) -> torch.Tensor:
-    """[CLS]→patch attention from the (B, 1, C) query of [CLS] and the (B, 1+n, C) keys of an attention
-    layer with `heads` heads: (B, n).
+def cls_attention(
+    query: torch.Tensor, keys: torch.Tensor, heads: int, form: str, patches_from: int = 1
+) -> torch.Tensor:
+    """Summary-query→patch attention from the (B, 1, C) query ([CLS]'s, or a pooling probe's) and the
+    (B, K, C) keys of an attention layer with `heads` heads: (B, K − patches_from), the softmax taken over
+    every key and the first `patches_from` (the [CLS] token itself) dropped after it.
 
     `heads_mean`: each head's softmax(q·k/√d), averaged. `single_softmax` (the release): one softmax of
     q·k over all heads' channels scaled by 1/√C, i.e. of √heads × the head-averaged logits (4× for ViT-L)."""
     width = keys.shape[-1]
     if form == "single_softmax":
-        logits = (query @ keys.transpose(1, 2))[:, 0] / width**0.5  # (B, 1+n)
-        return logits.softmax(-1)[:, 1:]
+        logits = (query @ keys.transpose(1, 2))[:, 0] / width**0.5  # (B, K)
+        return logits.softmax(-1)[:, patches_from:]
     head_dim = width // heads
     logits = (
         torch.einsum(
@@ -135,8 +138,8 @@ def cls_attention(query: torch.Tensor, keys: torch.Tensor, heads: int, form: str
             keys.unflatten(-1, (heads, head_dim)),
         )
         / head_dim**0.5
-    )  # (B, heads, 1+n)
-    return logits.softmax(-1).mean(1)[:, 1:]
+    )  # (B, heads, K)
+    return logits.softmax(-1).mean(1)[:, patches_from:]
 
 
 def pool_to_grid(values: torch.Tensor, native: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:

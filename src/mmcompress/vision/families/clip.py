@@ -22,7 +22,7 @@ from mmcompress.vision.signals import cls_attention
 class CLIPExpert(VisionExpert):
     family = "clip"
     model_classes = (hf.CLIPVisionModel,)
-    has_cls_token = True
+    summary_query = "[CLS]"
     mini_objectives = ("dense", "contrastive", "dense+contrastive")
 
     @classmethod
