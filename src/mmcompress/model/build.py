@@ -16,6 +16,7 @@ from torch import nn
 
 from mmcompress.data.llava import Split
 from mmcompress.errors import ConfigError, UserError
+from mmcompress.hub.resolve import resolve
 from mmcompress.model.checkpoints import (
     CHECKPOINT_FIX,
     MODULES_FILE,
@@ -101,7 +102,7 @@ def build_model(cfg: DictConfig, train: Split, run: RunDir, sources: Mapping[str
     experts = load_experts(cfg, lambda name, expert: sources[name])
     language = LLMS[cfg.llm.name]
     texts = [m["content"] for s in train.samples for m in s.messages]
-    llm, tokenizer = language.build(cfg.llm, texts, cfg.seed)
+    llm, tokenizer = language.build(cfg.llm, texts, cfg.seed, Path(cfg.paths.cache))
     model = assemble(cfg, experts, llm, tokenizer)
     minis = [n for n, e in cfg.encoder.experts.items() if e.checkpoint == "mini"]
     save_parts(model, run.checkpoint("init"), ["llm"] if language.built_in_run else [], minis)
@@ -125,7 +126,7 @@ def load_model(cfg: DictConfig, run: RunDir, until: str | None = None) -> Multim
             return saved
         if expert.checkpoint == "mini":
             raise UserError(f"{chain[0]} holds no copy of the mini expert '{name}'; {CHECKPOINT_FIX}")
-        return str(expert.checkpoint)
+        return resolve(str(expert.checkpoint), Path(cfg.paths.cache))
 
     experts = load_experts(cfg, source_of)
     llm, tokenizer = _load_llm(cfg, latest("llm"), chain[0])
@@ -149,4 +150,4 @@ def _load_llm(cfg: DictConfig, saved: Path | None, init: Path):
         return llm, tokenizer
     if language.built_in_run:
         raise UserError(f"{init} holds no copy of the run's {cfg.llm.name} LLM; {CHECKPOINT_FIX}")
-    return language.build(cfg.llm, [], cfg.seed)
+    return language.build(cfg.llm, [], cfg.seed, Path(cfg.paths.cache))

@@ -27,6 +27,7 @@ from transformers import (
 
 from mmcompress.data.llava import IMAGE_TOKEN
 from mmcompress.errors import ConfigError, UserError
+from mmcompress.hub.resolve import resolve
 from mmcompress.registry import Registry
 
 LLMS: Registry[type[LanguageModel]] = Registry("llm")
@@ -131,9 +132,10 @@ class LanguageModel:
 
     @staticmethod
     def build(
-        cfg: DictConfig, texts: Iterable[str], seed: int
+        cfg: DictConfig, texts: Iterable[str], seed: int, cache_root: Path
     ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-        """The (model, tokenizer) of a new run, from `cfg` (the `llm` config) and the training texts."""
+        """The (model, tokenizer) of a new run, from `cfg` (the `llm` config) and the training texts;
+        weights the hub cannot provide here are built under `cache_root` from the registry."""
         raise NotImplementedError
 
     @staticmethod
@@ -149,7 +151,7 @@ class TinyLlama(LanguageModel):
     built_in_run = True
 
     @staticmethod
-    def build(cfg, texts, seed):
+    def build(cfg, texts, seed, cache_root):
         tokenizer = build_word_tokenizer(texts)
         return build_tiny_llm(cfg, tokenizer, seed), tokenizer
 
@@ -173,5 +175,9 @@ class PretrainedLM(LanguageModel):
     """Any Hugging Face causal LM (`llm.path`), with its own tokenizer and chat template."""
 
     @staticmethod
-    def build(cfg, texts, seed):
-        return load_llm(cfg.path, trust_remote_code=cfg.trust_remote_code, chat_template=cfg.chat_template)
+    def build(cfg, texts, seed, cache_root):
+        return load_llm(
+            resolve(str(cfg.path), cache_root),
+            trust_remote_code=cfg.trust_remote_code,
+            chat_template=cfg.chat_template,
+        )

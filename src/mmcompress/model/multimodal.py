@@ -15,6 +15,8 @@ expert learns to speak to the frozen LLM before the experts are fused.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -196,6 +198,7 @@ class MultimodalLM(nn.Module):
             logits_to_keep=1,
         )
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        cache = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         generated = []
         for _ in range(max_new_tokens):  # one step per generated token, the whole batch at once
@@ -210,7 +213,7 @@ class MultimodalLM(nn.Module):
                 inputs_embeds=self.llm.get_input_embeddings()(next_ids[:, None]),
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=out.past_key_values,
                 use_cache=True,
+                **{cache: getattr(out, cache)},  # transformers ≥ 5.2x names the KV cache `cache`
             )
         return torch.stack(generated, 1), visual_mask.sum(1)

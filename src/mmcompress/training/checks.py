@@ -21,9 +21,10 @@ from mmcompress.tracking import check_logger
 from mmcompress.training import distributed
 from mmcompress.training.schedules import check_schedule
 from mmcompress.training.stages import ALL_STAGES, TRAINING_STAGES
+from mmcompress.vision.families import EXPERTS
 from mmcompress.vision.signals import SignalSpec
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -48,6 +49,7 @@ def validate(cfg: DictConfig) -> None:
     check_schedule(cfg.optim.schedule)
     check_training(cfg)
     check_mode(cfg.train.cache_features)
+    check_experts(cfg)
     _ = LLMS[cfg.llm.name]  # an unknown LLM kind names the valid ones
     FUSIONS[cfg.fusion.name].check(list(cfg.encoder.experts), cfg.fusion)
     check_pruning(cfg)
@@ -67,6 +69,17 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value} does not exist; give an existing directory or a hub id")
 
 
+def check_experts(cfg: DictConfig) -> None:
+    """An expert without a family is a preset's or override's settings for an expert the encoder lacks."""
+    for name, expert in cfg.encoder.experts.items():
+        if expert.get("family") is None:
+            raise ConfigError(
+                f"encoder.experts.{name} has settings but no family: an override or preset (e.g. experiment=...) "
+                f"configures a '{name}' expert the chosen encoder does not have; choose an encoder with a '{name}' expert or drop that override"
+            )
+        _ = EXPERTS[expert.family]  # an unknown family names the valid ones
+
+
 def check_training(cfg: DictConfig) -> None:
     """Precision, LoRA, accumulation, checkpointing and process counts, each with its fix."""
     distributed.check(cfg)
@@ -77,7 +90,7 @@ def check_training(cfg: DictConfig) -> None:
         and resolve_device(cfg.device).type == "cuda"
         and not torch.cuda.is_bf16_supported()
     ):
-        raise ConfigError("precision=bf16 needs a GPU with bfloat16 support; use precision=fp32 here")
+        raise ConfigError("precision=bf16 needs a GPU with bfloat16 support; use precision=fp32 or auto here")
     for key, value, low in (
         ("lora.r", cfg.lora.r, 0),
         ("train.checkpoint_every", cfg.train.checkpoint_every, 0),
@@ -111,3 +124,22 @@ def check_pruning(cfg: DictConfig) -> None:
         )
     if cfg.get("init_from"):
         check_init_from(cfg)
+
+
+def training_precision(cfg: DictConfig, device: torch.device) -> str:
+    """`fp32` or `bf16`: `auto` is bf16 where the device computes it natively (a GPU with bfloat16, a CPU
+    with AVX-512 BF16 or AMX), else fp32, where bf16 would be emulated and slower."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (Linux's /proc/cpuinfo flags; elsewhere: no)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))

@@ -18,12 +18,13 @@ from mmcompress.data import splits
 from mmcompress.data.llava import Split
 from mmcompress.errors import UserError
 from mmcompress.evaluation.stage import evaluate
+from mmcompress.hub.resolve import provenance
 from mmcompress.model.build import build_model, load_model, resolve_device
 from mmcompress.model.multimodal import MultimodalLM
 from mmcompress.rundir import RunDir, environment, run_id
 from mmcompress.tracking import Tracker
 from mmcompress.training import distributed
-from mmcompress.training.checks import validate
+from mmcompress.training.checks import training_precision, validate
 from mmcompress.training.mini_experts.cache import expert_sources
 from mmcompress.training.stages import TRAINING_STAGES
 from mmcompress.training.trainer import Trainer, seed_everything
@@ -103,6 +104,7 @@ def _train_stages(
         model = load_model(cfg, run) if resumed else new_model(cfg, train_split, run)
     if ctx.is_main:
         record_architecture(run, model, cfg.fusion.name)
+        run.update_summary(precision=training_precision(cfg, ctx.device))  # `auto` resolved on this machine
     sharded = ctx.active and ctx.strategy == "fsdp"  # FSDP keeps the whole model off the GPU
     trainer = Trainer(cfg, model.to("cpu" if sharded else ctx.device), train_split, tracker, ctx.device, ctx)
     for stage in todo:
@@ -137,8 +139,9 @@ def new_model(cfg: DictConfig, train_split: Split, run: RunDir) -> MultimodalLM:
 
 
 def record_architecture(run: RunDir, model: MultimodalLM, fusion_name: str) -> None:
-    """Log and store every expert's real input size and grids (a silent resolution mix-up shows here) and
-    what the fusion costs: the visual tokens it hands on, its parameters and FLOPs per image."""
+    """Log and store every expert's real input size and grids (a silent resolution mix-up shows here), where
+    every model's weights really came from (hub, package stand-in, local), and what the fusion costs: the
+    visual tokens it hands on, its parameters and FLOPs per image."""
     described = {name: expert.describe() for name, expert in model.experts.items()}
     for name, d in described.items():
         console.print(
@@ -147,13 +150,15 @@ def record_architecture(run: RunDir, model: MultimodalLM, fusion_name: str) -> N
             f"grid {_size(d['grid'])}×{d['channels']}",
             highlight=False,
         )
+    weights = {name: provenance(expert.source) for name, expert in model.experts.items()}
+    weights["llm"] = provenance(model.llm.name_or_path) if model.llm.name_or_path else {"source": "run"}
     fusion = {"name": fusion_name, **model.fusion.describe()}
     console.print(
         f"fusion [bold]{fusion['name']}[/]: {fusion['visual_tokens']} tokens × {fusion['out_channels']} channels, "
         f"+{fusion['params']:,} parameters, +{fusion['flops_per_image'] / 1e6:.2f} MFLOPs per image",
         highlight=False,
     )
-    run.update_summary(experts=described, fusion=fusion)
+    run.update_summary(experts=described, fusion=fusion, weights=weights)
 
 
 def _size(pair: list[int]) -> str:

@@ -33,6 +33,7 @@ from mmcompress.rundir import RunDir
 from mmcompress.tracking import Tracker
 from mmcompress.training import distributed, resume
 from mmcompress.training.batches import BatchOrder, TokenizedSplit
+from mmcompress.training.checks import training_precision
 from mmcompress.training.schedules import scheduler
 from mmcompress.training.stages import ALL_STAGES, merge_lora, set_trainable, warm_start_projector
 from mmcompress.vision.signals import ExpertTokens
@@ -64,6 +65,7 @@ class Trainer:
         self.cfg, self.model, self.split, self.tracker, self.device = cfg, model, split, tracker, device
         self.ctx = ctx or distributed.Context(device=device)
         self.text = TokenizedSplit(split, model.tokenizer, cfg.data.max_text_tokens)
+        self.bf16 = training_precision(cfg, device) == "bf16"
         self.features: dict[str, ExpertTokens] | None = None  # expert → (n_images, N, C), frozen experts only
         self.val_split: Split | None = None  # loaded on first use by train.val_every
 
@@ -192,7 +194,7 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         for i, chunk in enumerate(chunks):
             with self.ctx.no_sync(wrapped, last=i == len(chunks) - 1):
-                with torch.autocast(self.device.type, torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+                with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
                     loss_sum, count = wrapped(**self._batch(chunk), prealign=prealign)
                 loss_sum.backward()
             totals += torch.stack([loss_sum.detach().double().cpu(), count.double().cpu()])

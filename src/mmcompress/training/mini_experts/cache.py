@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from mmcompress.console import console
 from mmcompress.data.world import world_spec
 from mmcompress.errors import UserError
+from mmcompress.hub.resolve import resolve
 from mmcompress.training.mini_experts.pretrain import pretrain_expert
 from mmcompress.versioning import PACKAGE, module_path, source_digest
 from mmcompress.vision.families import EXPERTS
@@ -35,12 +36,13 @@ PRETRAINING_CODE = (
 
 
 def expert_sources(cfg: DictConfig) -> dict[str, str]:
-    """Where each configured expert's weights come from: its checkpoint (hub id or directory), or, for
-    `checkpoint: mini`, the mini expert of its recipe (pretrained now if this machine has none)."""
+    """Where each configured expert's weights come from: its checkpoint (a directory, a hub id, or the
+    registry's stand-in for one the hub cannot provide here), or, for `checkpoint: mini`, the mini expert
+    of its recipe (pretrained now if this machine has none)."""
     sources = {}
     for name, expert in cfg.encoder.experts.items():
         if expert.checkpoint != "mini":
-            sources[name] = str(expert.checkpoint)
+            sources[name] = resolve(str(expert.checkpoint), Path(cfg.paths.cache))
         elif expert.get("mini") is None:
             raise UserError(f"encoder expert '{name}' asks for checkpoint=mini but has no `mini` recipe")
         else:
