@@ -1,0 +1,108 @@
+"""Summarise the nano MLLM's runs as the markdown recorded in result.md: per arm (its experts), every
+category as mean ± std over seeds with n, val overall, training time, and the references the issue names.
+
+An arm differs from another only when the gap in test overall exceeds two standard errors of the difference;
+arms with fewer than 3 seeds are listed but never compared."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from mmcompress.data.synthvqa import CATEGORIES
+
+TINY_DEFAULT = 0.892  # experiments/default-learning-bar: mean of 3 seeds (mini CLIP → tiny Llama, 3 minutes)
+PROBE = 0.46  # the throwaway probe quoted in the real-weights issue (13 min of bf16 training, best case)
+MIN_SEEDS = 3
+
+
+def load_runs(root: Path) -> dict[str, list[dict]]:
+    """Complete runs under `root`, grouped by arm: the run's experts joined by '+' (e.g. dinov2+clip)."""
+    arms: dict[str, list[dict]] = defaultdict(list)
+    for path in sorted(root.glob("**/summary.json")):
+        summary = json.loads(path.read_text())
+        if summary.get("status") == "complete":
+            arms["+".join(summary["experts"])].append(summary)
+    return dict(arms)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def cell(values: list[float], digits: int = 3) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def training_minutes(summary: dict) -> float:
+    return sum(stage["wall_time_s"] for stage in summary["stages"].values()) / 60
+
+
+def separated(a: list[float], b: list[float]) -> bool | None:
+    """Whether two arms' means differ by more than 2 standard errors of the difference (None: too few seeds)."""
+    if min(len(a), len(b)) < MIN_SEEDS:
+        return None
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    return abs(statistics.mean(a) - statistics.mean(b)) > 2 * se
+
+
+def table(arms: dict[str, list[dict]]) -> list[str]:
+    header = ["arm", "n", *CATEGORIES, "test overall", "val overall", "training", "code version"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for arm, runs in arms.items():
+        scores = [r["scores"]["synthvqa"] for r in runs]
+        val = [r["val_scores"]["synthvqa"]["overall"] for r in runs if "val_scores" in r]
+        versions = sorted({r["code_version"][:10] for r in runs})
+        row = [
+            arm,
+            str(len(runs)),
+            *(cell([s["categories"][c] for s in scores]) for c in CATEGORIES),
+            f"**{cell([s['overall'] for s in scores])}**",
+            cell(val) if val else "—",
+            cell([training_minutes(r) for r in runs], digits=1) + " min",
+            ", ".join(versions),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    runs = next(iter(arms.values()))
+    majority = runs[0]["baselines"]["synthvqa"]
+    blind = [f"{majority['categories'][c]['majority']:.3f}" for c in CATEGORIES]
+    lines.append("| blind majority | | " + " | ".join(blind) + f" | {majority['majority']:.3f} | | | |")
+    return lines
+
+
+def comparisons(arms: dict[str, list[dict]]) -> list[str]:
+    overall = {arm: [r["scores"]["synthvqa"]["overall"] for r in runs] for arm, runs in arms.items()}
+    lines = []
+    names = list(overall)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            verdict = separated(overall[a], overall[b])
+            gap = statistics.mean(overall[a]) - statistics.mean(overall[b])
+            text = {None: "not compared (fewer than 3 seeds)", True: "separated", False: "tie"}[verdict]
+            lines.append(f"- {a} − {b}: {gap:+.3f} test overall: {text}")
+    for arm, values in overall.items():
+        if len(values) >= MIN_SEEDS:
+            mean, std = mean_std(values)
+            above = mean - 2 * std / math.sqrt(len(values)) > PROBE
+            lines.append(
+                f"- {arm} vs the probe's {PROBE}: {mean - PROBE:+.3f}"
+                f" ({'above by more than 2 standard errors' if above else 'not clearly above'});"
+                f" vs the tiny default's {TINY_DEFAULT}: {mean - TINY_DEFAULT:+.3f}"
+            )
+    return lines
+
+
+def main(root: Path) -> None:
+    arms = load_runs(root)
+    if not arms:
+        raise SystemExit(f"no complete runs under {root}")
+    print("\n".join([*table(arms), "", *comparisons(arms)]))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
