@@ -12,5 +12,7 @@ for encoder in ${ARMS:-dinov2-s+clip dinov2-s}; do
       "paths.runs=$runs"
   done
 done
-python "$here/summarize.py" "$runs" > "$here/result.md"
+mkdir -p "$here/summaries"  # each run's summary.json, kept with the result (checkpoints stay in RUNS_DIR)
+for summary in "$runs"/nano/*/summary.json; do cp "$summary" "$here/summaries/$(basename "$(dirname "$summary")").json"; done
+python "$here/summarize.py" "$here/summaries" "$here/nano.png" > "$here/result.md"
 cat "$here/result.md"

@@ -21,9 +21,10 @@ MIN_SEEDS = 3
 
 
 def load_runs(root: Path) -> dict[str, list[dict]]:
-    """Complete runs under `root`, grouped by arm: the run's experts joined by '+' (e.g. dinov2+clip)."""
+    """Complete runs under `root` (run directories, or a folder of copied summaries `<run id>.json`), grouped
+    by arm: the run's experts joined by '+' (e.g. dinov2+clip)."""
     arms: dict[str, list[dict]] = defaultdict(list)
-    for path in sorted(root.glob("**/summary.json")):
+    for path in sorted(root.glob("**/summary.json")) or sorted(root.glob("*.json")):
         summary = json.loads(path.read_text())
         if summary.get("status") == "complete":
             arms["+".join(summary["experts"])].append(summary)
@@ -57,7 +58,7 @@ def table(arms: dict[str, list[dict]]) -> list[str]:
     for arm, runs in arms.items():
         scores = [r["scores"]["synthvqa"] for r in runs]
         val = [r["val_scores"]["synthvqa"]["overall"] for r in runs if "val_scores" in r]
-        versions = sorted({r["code_version"][:10] for r in runs})
+        versions = sorted({r["env"]["code_version"][:10] for r in runs})
         row = [
             arm,
             str(len(runs)),
@@ -97,12 +98,53 @@ def comparisons(arms: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def main(root: Path) -> None:
+def plot(arms: dict[str, list[dict]], out: Path) -> None:
+    """Per-category test accuracy, one bar per arm (mean, whiskers ± std over seeds), blind majority as ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [*CATEGORIES, "overall"]
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=120)
+    width = 0.8 / len(arms)
+    for i, (arm, runs) in enumerate(arms.items()):
+        values = [[_score(r, c) for r in runs] for c in columns]
+        means, stds = zip(*(mean_std(v) for v in values), strict=True)
+        xs = [j + (i - (len(arms) - 1) / 2) * width for j in range(len(columns))]
+        stds = [0 if math.isnan(s) else s for s in stds]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=f"{arm} (n={len(runs)})")
+    blind = next(iter(arms.values()))[0]["baselines"]["synthvqa"]
+    majority = [blind["categories"][c]["majority"] for c in CATEGORIES] + [blind["majority"]]
+    ax.scatter(
+        range(len(columns)), majority, marker="_", s=600, color="black", label="blind majority", zorder=3
+    )
+    overall = len(columns) - 1
+    ax.hlines(PROBE, overall - 0.45, overall + 0.45, colors="red", linestyles=":", label=f"probe's {PROBE}")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy")
+    minutes = statistics.mean(training_minutes(r) for runs in arms.values() for r in runs)
+    ax.set_title(f"nano MLLM on synthvqa after {minutes:.0f} minutes of CPU training", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", ncols=len(arms) + 2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def _score(summary: dict, column: str) -> float:
+    scores = summary["scores"]["synthvqa"]
+    return scores["overall"] if column == "overall" else scores["categories"][column]
+
+
+def main(root: Path, figure: Path | None = None) -> None:
     arms = load_runs(root)
     if not arms:
         raise SystemExit(f"no complete runs under {root}")
     print("\n".join([*table(arms), "", *comparisons(arms)]))
+    if figure is not None:
+        plot(arms, figure)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None)

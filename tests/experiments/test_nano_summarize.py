@@ -34,7 +34,7 @@ def _write_run(root: Path, name: str, experts: list[str], overall: float, status
             "synthvqa": {"majority": 0.292, "categories": {c: {"majority": 0.25} for c in CATEGORIES}}
         },
         "stages": {"align": {"wall_time_s": 420.0}, "finetune": {"wall_time_s": 480.0}},
-        "code_version": "abcdef0123456789",
+        "env": {"code_version": "abcdef0123456789"},
     }
     (run / "summary.json").write_text(json.dumps(summary))
 
@@ -46,6 +46,11 @@ def test_arms_are_grouped_by_experts_and_failed_runs_left_out(summarize, tmp_pat
     _write_run(tmp_path / "nano", "broken", ["dinov2"], 0.99, status="failed")
     arms = summarize.load_runs(tmp_path)
     assert {arm: len(runs) for arm, runs in arms.items()} == {"dinov2+clip": 3, "dinov2": 1}
+    copies = tmp_path / "summaries"  # what run.sh keeps: <run id>.json
+    copies.mkdir()
+    for summary in (tmp_path / "nano").glob("*/summary.json"):
+        (copies / f"{summary.parent.name}.json").write_text(summary.read_text())
+    assert {a: len(r) for a, r in summarize.load_runs(copies).items()} == {"dinov2+clip": 3, "dinov2": 1}
     lines = summarize.table(arms)
     mix = next(line for line in lines if line.startswith("| dinov2+clip |"))
     assert (
@@ -61,3 +66,14 @@ def test_two_standard_errors_separate_or_tie(summarize):
     assert summarize.separated([0.50, 0.51, 0.52], [0.40, 0.41, 0.42]) is True
     assert summarize.separated([0.50, 0.60, 0.40], [0.45, 0.55, 0.50]) is False
     assert summarize.separated([0.5, 0.6], [0.4, 0.4, 0.4]) is None
+
+
+def test_plot_draws_every_arm(summarize, tmp_path):
+    for seed, value in enumerate((0.50, 0.52, 0.54)):
+        _write_run(tmp_path / "nano", f"mix-s{seed}", ["dinov2", "clip"], value)
+    _write_run(tmp_path / "nano", "alone-s0", ["dinov2"], 0.40)
+    out = tmp_path / "nano.png"
+    summarize.main(tmp_path, out)
+    from PIL import Image
+
+    assert Image.open(out).size == (960, 432)
