@@ -55,4 +55,11 @@ def test_wheel_ships_the_config_tree(tmp_path):
     ).stdout.strip()
     conf, families = found.splitlines()
     assert conf == str(tmp_path / "site" / "mmcompress" / "conf")
-    assert families.split() == ["clip", "convnext", "pix2struct", "sam"]  # found in the installed package
+    assert families.split() == [
+        "clip",
+        "convnext",
+        "dinov2",
+        "pix2struct",
+        "sam",
+        "siglip",
+    ]  # found in the installed package
