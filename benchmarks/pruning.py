@@ -1,8 +1,9 @@
 """What pruning costs and what it saves (JSON out), every ratio measured within one run.
 
 (a) PruMerge on a CLIP-L/336-sized encoder (24 layers, width 1024, 577 tokens; random weights) at batch
-    32: the encoder's forward time, the extra cost of the pruning signals (CLS attention and keys taken
-    from the same forward), PruMerge's own time as a fraction of the encoder's, and its speed against a
+    32: the encoder's forward time with sdpa attention (how experts load), the extra cost of the pruning
+    signals (CLS attention and keys computed from the last layer's queries and keys of the same forward),
+    the same forward with eager attention (what reading attention maps would need), PruMerge's own time as a fraction of the encoder's, and its speed against a
     per-image loop — both of the same vectorised core called one image at a time and of the
     straightforward per-image, per-token implementation (tests/pruning/prumerge_reference.py).
 (b) LLM prefill latency at each visual-token budget against the full 576, next to the FLOPs ratio, on a
@@ -58,13 +59,16 @@ def prumerge_cost(batch: int, repeats: int) -> dict:
     torch.manual_seed(0)
     config = CLIPVisionConfig(
         hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-        image_size=336, patch_size=14, attn_implementation="eager",
+        image_size=336, patch_size=14,
     )  # fmt: skip
     model = CLIPVisionModel(config).eval()
+    assert model.config._attn_implementation == "sdpa"
     expert = CLIPExpert("clip", "random CLIP-L/336", model, CLIPImageProcessorPil(), {"select_layer": -2})
     pixels = torch.randn(batch, 3, 336, 336)
     encoder_s, _ = timed(lambda: encode_expert(expert, pixels, None), 1)
     signals_s, encoded = timed(lambda: encode_expert(expert, pixels, SignalSpec()), 1)
+    model.set_attn_implementation("eager")
+    eager_s, _ = timed(lambda: encode_expert(expert, pixels, None), 1)
     features, keys, attention = (
         encoded.tokens,
         encoded.keys,
@@ -82,6 +86,8 @@ def prumerge_cost(batch: int, repeats: int) -> dict:
         "encoder_forward_s": encoder_s,
         "encoder_forward_with_signals_s": signals_s,
         "signals_overhead_fraction": signals_s / encoder_s - 1,
+        "eager_encoder_forward_s": eager_s,
+        "sdpa_speedup_over_eager": eager_s / encoder_s,
         "prumerge_batched_s": batched_s,
         "prumerge_fraction_of_encoder": batched_s / encoder_s,
         "per_image_loop_of_the_batched_core_s": per_image_s,

@@ -1,5 +1,6 @@
-"""Pruning signals: CLIP's CLS attention is the attention its last layer really computes; other experts'
-importance; pooling onto the common grid; the feature store keeps signals beside the features."""
+"""Pruning signals: CLIP's CLS attention is the attention its last layer really computes (experts run sdpa,
+the reference is the eager maps); other experts' importance; pooling onto the common grid; the feature
+store keeps signals beside the features."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mmcompress.errors import ConfigError
 from mmcompress.model import features as store_module
 from mmcompress.model.features import encode_images
 from mmcompress.model.multimodal import encode_expert
+from mmcompress.vision.expert import EXPERTS
 from mmcompress.vision.families.clip import CLIPExpert
 from mmcompress.vision.families.convnext import ConvNeXtExpert
 from mmcompress.vision.families.dinov2 import DINOv2Expert
@@ -26,6 +28,12 @@ def clip(tmp_path):
     return CLIPExpert.from_pretrained("clip", str(path), {"select_layer": -2}).eval()
 
 
+def _eager_last_attention(expert, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, heads, 1+n, 1+n) attention maps of the expert's last layer, from an eager copy of its model."""
+    eager = type(expert.model).from_pretrained(expert.source, attn_implementation="eager").eval()
+    return eager(pixel_values=pixels, output_attentions=True).attentions[-1]
+
+
 def _pixels(expert, n: int = 2) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     arrays = torch.randint(0, 256, (n, 32, 32, 3), generator=generator, dtype=torch.uint8).numpy()
@@ -35,8 +43,8 @@ def _pixels(expert, n: int = 2) -> torch.Tensor:
 def test_cls_attention_is_the_last_layers_own_attention_averaged_over_heads(clip):
     pixels = _pixels(clip)
     encoded = encode_expert(clip, pixels, SignalSpec())
-    out = clip.model(pixel_values=pixels, output_attentions=True)  # eager attention (how experts load)
-    expected = out.attentions[-1][:, :, 0, 1:].mean(1)  # (B, n): [CLS] row, patches, head-averaged
+    assert clip.model.config._attn_implementation == "sdpa"  # no attention maps to read
+    expected = _eager_last_attention(clip, pixels)[:, :, 0, 1:].mean(1)  # (B, n): [CLS] row, head-averaged
     torch.testing.assert_close(encoded.importance, expected)
     torch.testing.assert_close(encoded.tokens, encode_expert(clip, pixels, None).tokens)  # the same forward
     assert encoded.keys.shape == (2, 16, 32)
@@ -47,8 +55,8 @@ def test_dinov2_cls_attention_is_its_last_layers_own_attention(tmp_path):
     dinov2 = DINOv2Expert.from_pretrained("dinov2", str(path), {"select_layer": None}).eval()
     pixels = _pixels(dinov2)
     encoded = encode_expert(dinov2, pixels, SignalSpec())
-    out = dinov2.model(pixel_values=pixels, output_attentions=True)  # eager attention (how experts load)
-    torch.testing.assert_close(encoded.importance, out.attentions[-1][:, :, 0, 1:].mean(1))
+    assert dinov2.model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(encoded.importance, _eager_last_attention(dinov2, pixels)[:, :, 0, 1:].mean(1))
     assert encoded.keys.shape == (2, 16, 32)
 
 
@@ -137,3 +145,13 @@ def test_feature_store_keeps_signals_beside_features(clip, tmp_path, monkeypatch
     other = SignalSpec(attention="single_softmax")  # another signal setting is not in the store yet
     with pytest.raises(pytest.fail.Exception, match="encoded again"):
         encode_images({"clip": clip}, paths, _open, torch.device("cpu"), store, "test", other)
+
+
+@pytest.mark.parametrize("family", ["clip", "dinov2", "siglip", "sam", "pix2struct", "convnext"])
+def test_experts_load_with_the_fastest_attention_their_family_has(family, tmp_path):
+    """sdpa wherever transformers implements it for the family (ConvNeXt has no attention: eager is all)."""
+    path = tiny_expert_checkpoint(family, tmp_path / family)
+    expert = EXPERTS[family].from_pretrained(family, str(path), {"select_layer": -1})
+    expected = "sdpa" if type(expert.model)._supports_sdpa else "eager"
+    assert expert.model.config._attn_implementation == expected
+    assert expected == ("eager" if family == "convnext" else "sdpa")
