@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from mmcompress.config import config_dir, group_options, load_config
@@ -88,6 +90,17 @@ def test_missing_data_path_names_the_path(tmp_path):
 def test_debug_flag_shows_traceback():
     result = cli("--debug", "config", "encoder=nope", check=False)
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_library_deprecation_notices_show_only_with_debug(debug):
+    from mmcompress.cli.app import _main
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        _main(debug=debug)
+        warnings.warn("`past_key_values` is deprecated", FutureWarning, stacklevel=1)
+    assert len(shown) == int(debug)
 
 
 def test_user_config_dir_adds_options(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -108,6 +110,39 @@ def test_batched_generation_equals_one_at_a_time():
         alone, _ = _generate(model, [prompt], {"x": features["x"][row : row + 1]})
         width = alone.shape[1]
         assert batched[row, :width].tolist() == alone[0].tolist()
+
+
+def test_cached_greedy_decoding_equals_recomputing_the_whole_sequence_without_a_cache():
+    """The KV cache is passed the way transformers documents (no deprecation notice), and reusing it changes
+    no answer: each step equals a full forward over the prompt and the tokens generated so far."""
+    model = tiny_model(seed=5)
+    prompts = [ids_of(model, f"what color is it ? {IMAGE_TOKEN}"), ids_of(model, f"{IMAGE_TOKEN} yes")]
+    features = {"x": ExpertTokens(torch.randn(2, N, C))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a FutureWarning about past_key_values fails the test
+        generated, _ = _generate(model, prompts, features)
+    ids = pad(prompts, model.tokenizer.pad_token_id, side="left")
+    lengths = torch.tensor([len(p) for p in prompts])
+    text_mask = (torch.arange(ids.shape[1])[None] >= (ids.shape[1] - lengths)[:, None]).long()
+    embeds, mask, positions, _ = model.splice(ids, text_mask, *model.visual_tokens(features))
+    expected = []
+    for _ in range(generated.shape[1]):
+        with torch.no_grad():
+            logits = model.llm(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False
+            ).logits  # (B, T, V): the whole sequence again
+        next_ids = logits[:, -1].argmax(-1)  # (B,)
+        expected.append(next_ids)
+        embeds = torch.cat([embeds, model.llm.get_input_embeddings()(next_ids[:, None])], 1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        positions = torch.cat([positions, positions[:, -1:] + 1], 1)
+    expected = torch.stack(expected, 1)  # (B, steps)
+    eos = model.tokenizer.eos_token_id
+    for row in range(2):  # after its EOS a row is padding in `generated`
+        stop = (expected[row] == eos).nonzero()
+        width = int(stop[0]) + 1 if len(stop) else expected.shape[1]
+        assert generated[row, :width].tolist() == expected[row, :width].tolist()
+    assert generated.shape[1] == 6 or (expected == eos).any(1).all()
 
 
 class _KeepFirst(KeepAll):

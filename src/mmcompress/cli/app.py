@@ -4,6 +4,7 @@ config directories and config composition."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -39,12 +40,15 @@ def _main(
         bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")
     ] = False,
 ) -> None:
-    del debug  # read by main() before Typer runs, so errors raised while parsing are covered too
+    """--debug is read by main() before Typer runs too, so errors raised while parsing are covered."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()  # our own progress bars and messages only
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # our own progress bars only
+    if not debug:  # our own messages only: the libraries' warnings and deprecation notices with --debug
+        hf_logging.set_verbosity_error()
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def compose(overrides: list[str] | None, config_dirs: list[Path] | None):
