@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from omegaconf import OmegaConf
 
 from mmcompress.config import config_dir, group_options, load_config
 from mmcompress.errors import ConfigError
@@ -69,12 +70,81 @@ def test_bad_overrides_are_one_line(override, message):
         ("llm.name=gpt", "unknown llm 'gpt'; valid options: hf, tiny"),
         ("+encoder.experts.dino.input_size=112", "encoder.experts.dino has settings but no family"),
         ("encoder.experts.clip.family=vit", "unknown expert family 'vit'"),
+        ("stage.finetune.epochs=0", "stage.finetune.epochs=0 must be a positive float"),
+        ("~llm.lr", "llm.lr.prealign is not set: every llm option names its stage learning rates"),
     ],
 )
 def test_bad_values_are_caught_before_work(compose, override, message):
     with pytest.raises(ConfigError) as excinfo:
         validate(compose(override))
     assert message in str(excinfo.value)
+
+
+def test_stage_learning_rates_are_the_chosen_llms(compose):
+    """A real LLM never inherits the tiny model's finetune rate (1e-3 took a 1.1 B Llama's loss to 12)."""
+    tiny, real = compose(), compose("llm=smollm2-135m")
+    assert [tiny.stage[s].lr for s in ("prealign", "align", "finetune")] == [1e-3, 1e-3, 1e-3]
+    assert [real.stage[s].lr for s in ("prealign", "align", "finetune")] == [1e-3, 1e-3, 2e-5]
+    assert compose("llm=hf", "llm.path=/x").stage.finetune.lr == 2e-5
+    assert compose("llm=smollm2-135m", "stage.finetune.lr=1e-4").stage.finetune.lr == 1e-4
+
+
+def test_a_stage_in_epochs_runs_the_steps_its_passes_take(compose):
+    from mmcompress.training.stages import steps_from_epochs
+
+    cfg = compose("stage.align.epochs=2", "stage.align.batch_size=64", "stage.finetune.epochs=0.5")
+    validate(cfg)
+    steps_from_epochs(cfg, 1000)
+    assert cfg.stage.align.steps == 32  # 2000 / 64 = 31.25, rounded up
+    assert cfg.stage.finetune.steps == 63  # 500 / 8
+    assert cfg.stage.prealign.steps == 3  # given in steps (debug=fast): unchanged
+
+
+RECIPES = {  # preset: what the published recipe says, (stage, key) → value
+    "llava15": {("align", "lr"): 1e-3, ("align", "batch_size"): 256, ("finetune", "lr"): 2e-5,
+                ("finetune", "batch_size"): 128, ("finetune", "epochs"): 1},
+    "eagle-x4": {("prealign", "trainable"): ["projector"], ("align", "batch_size"): 256,
+                 ("finetune", "trainable"): ["projector", "llm", "encoder"], ("finetune", "encoder_lr"): 2e-5},
+    "prumerge-lora": {("finetune", "lr"): 2e-4, ("finetune", "batch_size"): 128},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", sorted(RECIPES))
+def test_real_model_presets_carry_the_published_recipes(preset, tmp_path):
+    cfg = load_config([f"experiment={preset}", f"data.path={tmp_path}", "logger=none"])  # not debug=fast
+    validate(cfg)
+    for (stage, key), value in RECIPES[preset].items():
+        assert OmegaConf.to_object(cfg.stage[stage])[key] == value, (stage, key)
+    assert (cfg.optim.schedule, cfg.optim.warmup_ratio, cfg.precision) == ("cosine", 0.03, "bf16")
+    assert cfg.train.gradient_checkpointing and cfg.llm.path == "lmsys/vicuna-7b-v1.5"
+    assert all(cfg.stage[s].epochs == 1 for s in cfg.stages if s != "eval")
+    if preset == "prumerge-lora":
+        assert (cfg.lora.r, cfg.lora.alpha, cfg.pruning.name) == (128, 256, "prumerge")
+    if preset == "eagle-x4":
+        assert list(cfg.encoder.experts) == ["clip", "convnext", "sam", "pix2struct"] and cfg.grid == [32, 32]
+
+
+def test_vicuna_template_supervises_exactly_the_answers(compose):
+    """LLaVA's vicuna_v1 format: prompts unsupervised, each answer and its </s> supervised, the generation
+    prompt ending in "ASSISTANT:"."""
+    from mmcompress.data.llava import encode_for_training
+    from mmcompress.model.llm import build_word_tokenizer
+
+    template = compose("llm=vicuna-7b").llm.chat_template
+    tokenizer = build_word_tokenizer(["a chat user assistant what colour is it red and the shape square"])
+    tokenizer.chat_template = template
+    messages = [
+        {"role": "user", "content": "<image> what colour is it ?"},
+        {"role": "assistant", "content": "red"},
+    ]
+    messages += [{"role": "user", "content": "and the shape ?"}, {"role": "assistant", "content": "square"}]
+    text = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    assert text.startswith("A chat between a curious user and an artificial intelligence assistant. The")
+    assert text.endswith("questions. USER: <image> what colour is it ? ASSISTANT:")
+    sample = type("Sample", (), {"id": "s", "messages": tuple(messages)})
+    [(ids, labels)] = encode_for_training([sample], tokenizer, 512)
+    supervised = tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label != -100])
+    assert supervised.split() == ["red", "</s>", "square", "</s>"]
 
 
 def test_missing_data_path_names_the_path(tmp_path):

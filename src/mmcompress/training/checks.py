@@ -36,8 +36,16 @@ def validate(cfg: DictConfig) -> None:
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown}; stages is a list drawn from {', '.join(ALL_STAGES)}")
     for name in TRAINING_STAGES:
+        if OmegaConf.select(cfg, f"llm.lr.{name}") is None and OmegaConf.is_interpolation(
+            cfg.stage[name], "lr"
+        ):
+            raise ConfigError(
+                f"llm.lr.{name} is not set: every llm option names its stage learning rates (see "
+                f"conf/llm/hf.yaml), or set stage.{name}.lr"
+            )
         stage = cfg.stage[name]
-        for key, kind in (("lr", float), ("steps", int), ("batch_size", int)):
+        length = ("epochs", float) if stage.get("epochs") is not None else ("steps", int)
+        for key, kind in (("lr", float), length, ("batch_size", int)):
             value = stage.get(key)
             if (
                 isinstance(value, bool)

@@ -26,7 +26,7 @@ from mmcompress.tracking import Tracker
 from mmcompress.training import distributed
 from mmcompress.training.checks import training_precision, validate
 from mmcompress.training.mini_experts.cache import expert_sources
-from mmcompress.training.stages import TRAINING_STAGES
+from mmcompress.training.stages import TRAINING_STAGES, steps_from_epochs
 from mmcompress.training.trainer import Trainer, seed_everything
 
 
@@ -100,6 +100,7 @@ def _train_stages(
         return todo, None
     with ctx.main_first():  # rank 0 writes checkpoints/init; the others load it
         train_split = splits.load(cfg, "train")
+        steps_from_epochs(cfg, len(train_split.samples))
         resumed = run.stage_complete("init") or cfg.get("init_from")
         model = load_model(cfg, run) if resumed else new_model(cfg, train_split, run)
     if ctx.is_main:

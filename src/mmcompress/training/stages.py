@@ -8,9 +8,12 @@ prealign (EAGLE's stage 1: each expert alone through its own projector against t
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig
 from torch import nn
 
+from mmcompress.console import console
 from mmcompress.errors import UserError
 from mmcompress.model.checkpoints import CHECKPOINT_ORDER
 from mmcompress.model.fusion import ChannelConcat
@@ -19,6 +22,20 @@ from mmcompress.model.multimodal import MultimodalLM
 TRAINING_STAGES = CHECKPOINT_ORDER[1:]  # prealign, align, finetune
 ALL_STAGES = (*TRAINING_STAGES, "eval")
 PARAMETER_GROUPS = ("encoder", "fusion", "projector", "llm")
+
+
+def steps_from_epochs(cfg: DictConfig, samples: int) -> None:
+    """A stage given in `epochs` runs the optimizer steps that many passes over the `samples` training
+    samples take at its batch size, rounded up; its `steps` are set to them (summary.json records them)."""
+    for name in TRAINING_STAGES:
+        stage = cfg.stage[name]
+        if stage.get("epochs") is None or name not in cfg.stages:
+            continue
+        stage.steps = math.ceil(stage.epochs * samples / stage.batch_size)
+        console.print(
+            f"stage {name}: {stage.epochs:g} epoch(s) of {samples:,} samples at batch {stage.batch_size} "
+            f"= {stage.steps:,} steps"
+        )
 
 
 def parameter_groups(model: MultimodalLM, stage: str) -> dict[str, list[nn.Parameter]]:
