@@ -7,12 +7,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
+from safetensors.torch import load_file
 
 from mmcompress.model import features as store_module
-from mmcompress.model.features import encode_images, expert_key, images_key
+from mmcompress.model.features import (
+    encode_images,
+    estimated_bytes,
+    expert_key,
+    images_key,
+    split_features,
+)
 from mmcompress.model.multimodal import encode_expert
 from mmcompress.vision.families.clip import CLIPExpert
+from mmcompress.vision.signals import SignalSpec
 from tests.conftest import tiny_expert_checkpoint
 
 
@@ -74,3 +83,46 @@ def test_keys_change_with_weights_selection_input_size_and_images(clip, images, 
     assert images_key([str(copy), *images[1:]]) == images_key(images)  # content, not path
     Image.new("RGB", (32, 32), "white").save(copy)
     assert images_key([str(copy), *images[1:]]) != images_key(images)
+
+
+def test_the_images_are_hashed_once_then_found_by_path_size_and_time(images, tmp_path, monkeypatch):
+    memo = tmp_path / "memo"
+    key = images_key(images, memo=memo)
+    assert key == images_key(images)  # the same content digest as without a memo
+
+    def fail(*_):
+        raise AssertionError("read the images again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "read_bytes", fail)
+        assert images_key(images, memo=memo) == key
+    Image.new("RGB", (32, 32), "white").save(images[0])  # rewritten: a new modification time
+    assert images_key(images, memo=memo) == images_key(images) != key
+
+
+def test_the_size_estimate_is_what_the_store_holds(clip, images, tmp_path):
+    spec = SignalSpec()
+    store = tmp_path / "store"
+    encode_images({"clip": clip}, images, _open, torch.device("cpu"), store, "test", spec)
+    held = sum(t.nbytes for f in store.rglob("*.safetensors") for t in load_file(f).values())
+    assert estimated_bytes({"clip": clip}, len(images), spec) == held == 3 * 16 * (32 + 1 + 32) * 4
+
+
+def test_a_split_too_large_for_its_store_runs_without_it(clip, images, tmp_path, capsys):
+    store = tmp_path / "cache"
+    cfg = OmegaConf.create(
+        {"paths": {"cache": str(store)}, "train": {"cache_features": "disk", "feature_store_max_gb": 1e-6}}
+    )
+    cpu = torch.device("cpu")
+    assert split_features({"clip": clip}, images, cfg, cpu, "train images") is None  # 6 KB > 1 KB
+    assert "0.01 MB of features exceed train.feature_store_max_gb=1e-06" in capsys.readouterr().err
+    assert not list(store.rglob("*.safetensors"))
+    cfg.train.feature_store_max_gb = None
+    stored = split_features({"clip": clip}, images, cfg, cpu, "train images")
+    cfg.train.feature_store_max_gb = 1e-6  # already stored: read, whatever the cap
+    torch.testing.assert_close(
+        split_features({"clip": clip}, images, cfg, cpu, "x")["clip"].tokens, stored["clip"].tokens
+    )
+    memory = store_module.available_memory()  # cache_features=memory: checked against the available RAM
+    assert "exceed the available memory" in store_module.room_for(memory, None, None)
+    assert store_module.room_for(1024, None, None) is None

@@ -110,6 +110,11 @@ def check_training(cfg: DictConfig) -> None:
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{key}={value!r} must be an integer ≥ {low}")
+    cap = cfg.train.get("feature_store_max_gb")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or cap <= 0):
+        raise ConfigError(
+            f"train.feature_store_max_gb={cap!r} must be a positive number of GB, or null (no cap)"
+        )
     processes = int(os.environ.get("WORLD_SIZE", cfg.distributed.nproc))
     for name in TRAINING_STAGES:
         if name in cfg.stages and cfg.stage[name].batch_size % processes:
