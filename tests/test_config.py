@@ -70,6 +70,7 @@ def test_bad_overrides_are_one_line(override, message):
         ("llm.name=gpt", "unknown llm 'gpt'; valid options: hf, tiny"),
         ("+encoder.experts.dino.input_size=112", "encoder.experts.dino has settings but no family"),
         ("encoder.experts.clip.family=vit", "unknown expert family 'vit'"),
+        ("train.num_workers=-1", "train.num_workers=-1 must be auto or an integer ≥ 0"),
         ("train.feature_store_max_gb=-1", "train.feature_store_max_gb=-1 must be a positive number of GB"),
         ("stage.finetune.epochs=0", "stage.finetune.epochs=0 must be a positive float"),
         ("~llm.lr", "llm.lr.prealign is not set: every llm option names its stage learning rates"),

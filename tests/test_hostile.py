@@ -279,6 +279,12 @@ CASES = [
         ("{data}/images/3.png", "replace or remove it"),
         llava_corrupt_image,
     ),
+    Case(  # the experts run on every batch: decoded by two worker processes, the error still one line
+        "dataset-corrupt-image-in-a-worker",
+        ("train", *FAST, "data=llava", "data.path={data}", "train.cache_features=off", "train.num_workers=2"),
+        ("{data}/images/3.png", "replace or remove it"),
+        llava_corrupt_image,
+    ),
     Case(
         "dataset-empty",
         ("train", *FAST, "data=llava", "data.path={data}"),

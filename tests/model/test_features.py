@@ -46,7 +46,7 @@ def _open(path):
 
 def test_second_encoding_reads_the_store(clip, images, tmp_path, monkeypatch):
     store = tmp_path / "store"
-    first = encode_images({"clip": clip}, images, _open, torch.device("cpu"), store, "test")
+    first = encode_images({"clip": clip}, images, torch.device("cpu"), store, "test")
     assert first["clip"].tokens.shape == (3, 16, 32)
     assert len(list(store.rglob("*.safetensors"))) == 1
 
@@ -54,7 +54,7 @@ def test_second_encoding_reads_the_store(clip, images, tmp_path, monkeypatch):
         raise AssertionError("encoded again instead of reading the store")
 
     monkeypatch.setattr(store_module, "_encode", fail)
-    again = encode_images({"clip": clip}, images, _open, torch.device("cpu"), store, "test")
+    again = encode_images({"clip": clip}, images, torch.device("cpu"), store, "test")
     torch.testing.assert_close(again["clip"].tokens, first["clip"].tokens)
     with torch.no_grad():
         direct = encode_expert(clip, clip.preprocess([_open(p) for p in images]), None).tokens
@@ -103,7 +103,7 @@ def test_the_images_are_hashed_once_then_found_by_path_size_and_time(images, tmp
 def test_the_size_estimate_is_what_the_store_holds(clip, images, tmp_path):
     spec = SignalSpec()
     store = tmp_path / "store"
-    encode_images({"clip": clip}, images, _open, torch.device("cpu"), store, "test", spec)
+    encode_images({"clip": clip}, images, torch.device("cpu"), store, "test", spec)
     held = sum(t.nbytes for f in store.rglob("*.safetensors") for t in load_file(f).values())
     assert estimated_bytes({"clip": clip}, len(images), spec) == held == 3 * 16 * (32 + 1 + 32) * 4
 

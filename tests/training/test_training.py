@@ -70,6 +70,17 @@ def test_gradient_checkpointing_saves_less_for_backward_and_keeps_the_losses(fin
     assert checkpointed_losses == pytest.approx(plain_losses, rel=1e-6)
 
 
+def test_experts_on_pixels_from_workers_train_exactly_as_from_the_main_process(finetune):
+    """Each step's images are a pure function of (seed, stage, step): the workers change only when they are
+    decoded, so the losses are the same to the bit, with micro-batches too."""
+    on_pixels = ("train.cache_features=off", "stage.finetune.trainable=[projector,llm]")
+    _, _, alone = finetune(*on_pixels, "train.num_workers=0")
+    _, _, workers = finetune(*on_pixels, "train.num_workers=2", "name=workers")
+    _, _, micro = finetune(*on_pixels, "train.num_workers=2", "train.micro_batch_size=3", "name=micro")
+    assert len(alone) == 3 and alone == workers
+    assert micro == pytest.approx(alone, rel=1e-5)
+
+
 def test_lora_trains_adapters_only_and_saves_a_merged_llm(finetune):
     trainer, run, losses = finetune("lora.r=4", "lora.alpha=8", "stage.finetune.lr=1e-2")
     init = load_file(run.checkpoint("init") / "llm" / "model.safetensors")

@@ -133,18 +133,14 @@ def test_feature_store_keeps_signals_beside_features(clip, tmp_path, monkeypatch
         paths.append(str(tmp_path / f"{i}.png"))
         Image.new("RGB", (32, 32), colour).save(paths[-1])
     store, spec = tmp_path / "store", SignalSpec()
-
-    def _open(path):
-        return Image.open(path).convert("RGB")
-
-    first = encode_images({"clip": clip}, paths, _open, torch.device("cpu"), store, "test", spec)
+    first = encode_images({"clip": clip}, paths, torch.device("cpu"), store, "test", spec)
     monkeypatch.setattr(store_module, "_encode", lambda *a, **k: pytest.fail("encoded again"))
-    again = encode_images({"clip": clip}, paths, _open, torch.device("cpu"), store, "test", spec)
+    again = encode_images({"clip": clip}, paths, torch.device("cpu"), store, "test", spec)
     for field in ("tokens", "importance", "keys"):
         torch.testing.assert_close(getattr(again["clip"], field), getattr(first["clip"], field))
     other = SignalSpec(attention="single_softmax")  # another signal setting is not in the store yet
     with pytest.raises(pytest.fail.Exception, match="encoded again"):
-        encode_images({"clip": clip}, paths, _open, torch.device("cpu"), store, "test", other)
+        encode_images({"clip": clip}, paths, torch.device("cpu"), store, "test", other)
 
 
 @pytest.mark.parametrize("family", ["clip", "dinov2", "siglip", "sam", "pix2struct", "convnext"])

@@ -7,7 +7,8 @@ from omegaconf import DictConfig
 
 from mmcompress.console import progress
 from mmcompress.data.benchmarks import EvalSet
-from mmcompress.data.llava import encode_prompts, open_image, pad
+from mmcompress.data.llava import encode_prompts, pad
+from mmcompress.data.loading import pixel_batches, worker_count
 from mmcompress.evaluation.metrics import normalize_vqa_answer, pope_scores
 from mmcompress.evaluation.scoring import score_each, score_records
 from mmcompress.model.features import split_features
@@ -21,25 +22,30 @@ def answer_questions(
     features: dict | None,
     batch_size: int,
     max_new_tokens: int,
+    workers: int = 0,
 ) -> tuple[list[dict], torch.Tensor]:
     """Greedy answers, batch by batch, as records; image features from `features` (one row per image) when
-    given, else each batch's images are read and encoded. Returns the records and (n,) visual tokens fed."""
+    given, else each batch's images are read (by `workers` processes, ahead) and encoded. Returns the
+    records and (n,) visual tokens fed."""
     device = next(model.parameters()).device
     tokenizer = model.tokenizer
     questions = evalset.questions
     prompts = encode_prompts(questions, tokenizer)
     records, visual_counts = [], []
+    starts = range(0, len(questions), batch_size)
+    if features is None:
+        images = [[q.image for q in questions[lo : lo + batch_size]] for lo in starts]
+        preprocess = {name: expert.preprocess for name, expert in model.experts.items()}
+        pixels = pixel_batches(evalset.images, images, preprocess, workers, device)
     with progress() as bar:
         task = bar.add_task("eval", total=len(questions), info=evalset.name)
-        for lo in range(0, len(questions), batch_size):
+        for lo in starts:
             chunk = questions[lo : lo + batch_size]
             if features is not None:
                 image_index = torch.tensor([q.image for q in chunk], device=device)
                 batch_features = {name: f[image_index] for name, f in features.items()}  # (B, N, C) each
             else:
-                images = [open_image(evalset.images[q.image]) for q in chunk]
-                pixels = {name: e.preprocess(images).to(device) for name, e in model.experts.items()}
-                batch_features = model.encode_images(pixels)
+                batch_features = model.encode_images(next(pixels))
             ids = pad(prompts[lo : lo + batch_size], tokenizer.pad_token_id, side="left")  # (B, L)
             lengths = torch.tensor([len(p) for p in prompts[lo : lo + batch_size]])
             mask = (
@@ -77,7 +83,14 @@ def score_split(
     features = split_features(
         dict(model.experts), evalset.images, cfg, device, f"{evalset.name} images", model.signal_spec
     )
-    records, counts = answer_questions(model, evalset, features, cfg.eval.batch_size, cfg.eval.max_new_tokens)
+    records, counts = answer_questions(
+        model,
+        evalset,
+        features,
+        cfg.eval.batch_size,
+        cfg.eval.max_new_tokens,
+        worker_count(cfg.train.num_workers),
+    )
     score_each(records, evalset, "vqa")
     scores = score_records(records, "vqa", overall="categories") | {"split": evalset.name}
     yes_no = [r for r in records if normalize_vqa_answer(r["answer"]) in ("yes", "no")]

@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mmcompress.data.benchmarks import EvalSetBuilder, load_llava_questions, read_json
+from mmcompress.data.loading import worker_count
 from mmcompress.errors import UserError
 from mmcompress.evaluation.answering import answer_questions
 from mmcompress.evaluation.stage import load_run
@@ -23,7 +24,9 @@ def _predict(run_dir: Path, overrides: list[str], fill, max_new_tokens: int) -> 
     fill(build)
     evalset = build.build(None, "questions")
     model = load_model(cfg, run).to(resolve_device(cfg.device)).eval()
-    records, _ = answer_questions(model, evalset, None, cfg.eval.batch_size, max_new_tokens)
+    records, _ = answer_questions(
+        model, evalset, None, cfg.eval.batch_size, max_new_tokens, worker_count(cfg.train.num_workers)
+    )
     return records, run
 
 

@@ -17,6 +17,7 @@ from mmcompress.config import apply_overrides, extra_config_dirs, load_config
 from mmcompress.console import console
 from mmcompress.data import splits
 from mmcompress.data.benchmarks import BENCHMARKS, check_benchmarks, from_split, load_benchmark
+from mmcompress.data.loading import worker_count
 from mmcompress.evaluation.answering import answer_questions, score_split
 from mmcompress.evaluation.cost import prefill_flops_summary, question_flops, token_stats
 from mmcompress.evaluation.lmms_eval import write_lmms_eval
@@ -96,7 +97,9 @@ def _evaluate_benchmark(
     metric = b.get("metric") or BENCHMARKS[name].metric
     if not all(q.answers for q in evalset.questions):
         metric = None  # a question file without references: predictions only
-    records, counts = answer_questions(model, evalset, None, cfg.eval.batch_size, b.max_new_tokens)
+    records, counts = answer_questions(
+        model, evalset, None, cfg.eval.batch_size, b.max_new_tokens, worker_count(cfg.train.num_workers)
+    )
     if metric is None:
         scores = {
             "metric": None,

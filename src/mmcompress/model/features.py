@@ -17,17 +17,16 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import transformers
 from omegaconf import DictConfig
-from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from mmcompress.console import console, progress
-from mmcompress.data.llava import open_image
+from mmcompress.data.loading import pixel_batches, worker_count
 from mmcompress.errors import ConfigError
 from mmcompress.model.multimodal import encode_expert
 from mmcompress.versioning import module_path, source_digest
@@ -155,7 +154,14 @@ def split_features(
     store = Path(cfg.paths.cache).expanduser() / "features" if mode == "disk" else None
     try:
         features = encode_images(
-            experts, paths, open_image, device, store, label, signals, cfg.train.feature_store_max_gb
+            experts,
+            paths,
+            device,
+            store,
+            label,
+            signals,
+            max_gb=cfg.train.feature_store_max_gb,
+            workers=worker_count(cfg.train.num_workers),
         )
     except StoreTooLarge as exc:
         console.print(
@@ -168,12 +174,12 @@ def split_features(
 def encode_images(
     experts: dict[str, VisionExpert],
     paths: Sequence[str],
-    open_image: Callable[[str], Image.Image],
     device: torch.device,
     store: Path | None,
     label: str,
     signals: SignalSpec | None = None,
     max_gb: float | None = None,
+    workers: int = 0,
 ) -> dict[str, ExpertTokens]:
     """{expert: (n_images, N, C) tokens and signals} of `paths`, read from `store` where present, else
     encoded (all missing experts in one pass over the images) and written there for the next run.
@@ -197,7 +203,7 @@ def encode_images(
     problem = room_for(estimated_bytes(missing, len(paths), signals), store, max_gb)
     if problem is not None:
         raise StoreTooLarge(problem)
-    encoded = _encode(missing, paths, open_image, device, label, signals)
+    encoded = _encode(missing, paths, device, label, signals, workers)
     for name, tokens in encoded.items():
         if name in files:
             main, extra = files[name]
@@ -208,19 +214,19 @@ def encode_images(
 
 
 @torch.no_grad()
-def _encode(experts, paths, open_image, device, label, signals) -> dict[str, ExpertTokens]:
+def _encode(experts, paths, device, label, signals, workers) -> dict[str, ExpertTokens]:
+    """Every image through every expert, ENCODE_BATCH at a time, decoded by `workers` processes ahead."""
     chunks: dict[str, list[ExpertTokens]] = {name: [] for name in experts}
+    batches = [range(lo, min(lo + ENCODE_BATCH, len(paths))) for lo in range(0, len(paths), ENCODE_BATCH)]
+    preprocess = {name: expert.preprocess for name, expert in experts.items()}
     with progress() as bar:
         task = bar.add_task(f"encode {label}", total=len(paths), info=", ".join(experts))
-        for lo in range(0, len(paths), ENCODE_BATCH):
-            images = [open_image(p) for p in paths[lo : lo + ENCODE_BATCH]]
+        for pixels in pixel_batches(paths, batches, preprocess, workers, device):
             for name, expert in experts.items():
                 was_training = expert.training
-                chunks[name].append(
-                    encode_expert(expert.eval(), expert.preprocess(images).to(device), signals).to("cpu")
-                )
+                chunks[name].append(encode_expert(expert.eval(), pixels[name], signals).to("cpu"))
                 expert.train(was_training)
-            bar.update(task, advance=len(images))
+            bar.update(task, advance=len(next(iter(pixels.values()))))
     return {name: ExpertTokens.cat(parts) for name, parts in chunks.items()}  # (n, N, C) tokens each
 
 

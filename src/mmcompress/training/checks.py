@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mmcompress.data.benchmarks import check_benchmarks
+from mmcompress.data.loading import worker_count
 from mmcompress.errors import ConfigError
 from mmcompress.model.build import resolve_device
 from mmcompress.model.checkpoints import check_init_from
@@ -110,6 +111,7 @@ def check_training(cfg: DictConfig) -> None:
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{key}={value!r} must be an integer ≥ {low}")
+    worker_count(cfg.train.num_workers)  # auto or ≥ 0
     cap = cfg.train.get("feature_store_max_gb")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or cap <= 0):
         raise ConfigError(

@@ -12,6 +12,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from mmcompress.console import console, progress
 from mmcompress.data import splits
 from mmcompress.data.benchmarks import from_split
-from mmcompress.data.llava import Split, open_image
+from mmcompress.data.llava import Split
+from mmcompress.data.loading import pixel_batches, worker_count
 from mmcompress.errors import ConfigError, UserError
 from mmcompress.evaluation.answering import score_split
 from mmcompress.model.checkpoints import save_parts
@@ -130,11 +132,18 @@ class Trainer:
         params = [p for p in wrapped.parameters() if p.requires_grad]
         wrapped.train()
         window, final_loss = time.time(), math.nan
+        steps = range(state.step + 1, scfg.steps + 1)
+        pixels = None if self.features is not None else self._pixel_batches(order, steps)
         with progress() as bar:
             task = bar.add_task(f"{stage}", total=scfg.steps, completed=state.step, info="")
-            for step in range(state.step + 1, scfg.steps + 1):
+            for step in steps:
                 loss, grad_norm = self._step(
-                    wrapped, optimizer, params, order.batch(step), stage == "prealign"
+                    wrapped,
+                    optimizer,
+                    params,
+                    order.batch(step),
+                    stage == "prealign",
+                    None if pixels is None else next(pixels),
                 )
                 self._stop_if_not_finite(stage, step, loss, grad_norm, saves)
                 schedule.step()
@@ -185,17 +194,25 @@ class Trainer:
         params: list[nn.Parameter],
         indices: torch.Tensor,
         prealign: bool,
+        pixels: dict[str, torch.Tensor] | None,
     ) -> tuple[float, float]:
-        """One optimizer step on the global batch `indices`; returns its mean loss over answer tokens and
-        the gradient norm before clipping. A non-finite one skips the update."""
+        """One optimizer step on the global batch `indices` (`pixels`: this process's share of its images,
+        when the experts run); returns its mean loss over answer tokens and the gradient norm before
+        clipping. A non-finite one skips the update."""
         local = self.ctx.shard(indices)  # (B / processes,)
-        chunks = local.split(self.cfg.train.micro_batch_size or len(local))
+        size = self.cfg.train.micro_batch_size or len(local)
+        chunks = local.split(size)
         totals = torch.zeros(2, dtype=torch.float64)  # loss sum, answer tokens on this process
         optimizer.zero_grad(set_to_none=True)
         for i, chunk in enumerate(chunks):
+            chunk_pixels = (
+                None
+                if pixels is None
+                else {n: p[i * size : i * size + len(chunk)] for n, p in pixels.items()}
+            )
             with self.ctx.no_sync(wrapped, last=i == len(chunks) - 1):
                 with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-                    loss_sum, count = wrapped(**self._batch(chunk), prealign=prealign)
+                    loss_sum, count = wrapped(**self._batch(chunk, chunk_pixels), prealign=prealign)
                 loss_sum.backward()
             totals += torch.stack([loss_sum.detach().double().cpu(), count.double().cpu()])
         loss_sum, count = self.ctx.all_sum(totals).tolist()
@@ -293,16 +310,20 @@ class Trainer:
         run.update_summary(stages={stage: info})
         console.print(f"stage [bold]{stage}[/] complete: loss {final_loss:.4f} in {seconds:.0f} s → {target}")
 
-    def _batch(self, indices: torch.Tensor) -> dict:
-        """Samples `indices` as one batch: right-padded ids and labels, cached features or fresh pixels."""
+    def _batch(self, indices: torch.Tensor, pixels: dict[str, torch.Tensor] | None) -> dict:
+        """Samples `indices` as one batch: right-padded ids and labels, cached features or their `pixels`."""
         batch = self.text.text(indices, self.device)
-        images = self.text.image_of[indices]
         if self.features is not None:
+            images = self.text.image_of[indices]
             batch["features"] = {name: f[images] for name, f in self.features.items()}
         else:
-            batch["pixels"] = self._pixels(images)
+            batch["pixels"] = pixels
         return batch
 
-    def _pixels(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        pil = [open_image(self.split.images[i]) for i in images.tolist()]
-        return {name: expert.preprocess(pil).to(self.device) for name, expert in self.model.experts.items()}
+    def _pixel_batches(self, order: BatchOrder, steps: range) -> Iterator[dict[str, torch.Tensor]]:
+        """The experts' input for this process's share of every step's batch, prepared by worker processes
+        ahead of the step (train.num_workers)."""
+        images = [self.text.image_of[self.ctx.shard(order.batch(step))].tolist() for step in steps]
+        preprocess = {name: expert.preprocess for name, expert in self.model.experts.items()}
+        workers = worker_count(self.cfg.train.num_workers)
+        return pixel_batches(self.split.images, images, preprocess, workers, self.device)
