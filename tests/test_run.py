@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from omegaconf import OmegaConf
 from transformers import AutoTokenizer, CLIPVisionModel, LlamaForCausalLM
 
 from mmcompress.data.llava import IMAGE_TOKEN
@@ -81,6 +82,9 @@ def test_eval_regenerates_identical_predictions(fast_run, tmp_path):
     before_preds = (copy / "eval" / "synthvqa.jsonl").read_text()
     before_scores = json.loads((copy / "summary.json").read_text())["scores"]
     shutil.rmtree(copy / "eval")
+    config = OmegaConf.load(copy / "config.yaml")  # as a run made before these settings existed
+    del config.train.num_workers, config.train.feature_store_max_gb
+    OmegaConf.save(config, copy / "config.yaml")
     cli("eval", str(copy))
     assert (copy / "eval" / "synthvqa.jsonl").read_text() == before_preds
     summary = json.loads((copy / "summary.json").read_text())

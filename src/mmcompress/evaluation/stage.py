@@ -151,11 +151,11 @@ def _print(benchmark: str, scores: dict, baselines: dict | None) -> None:
 def load_run(run_path: Path, overrides: list[str]) -> tuple[DictConfig, RunDir]:
     """A finished run's config with `overrides` applied. Where benchmark files live (`benchmark.*`,
     `paths.benchmarks`) belongs to the machine, not the run: it comes from the packaged config, as do
-    evaluation settings added since the run was made."""
+    evaluation and data-loading settings added since the run was made (e.g. train.num_workers)."""
     run = RunDir(run_path)
     cfg = run.config()
     defaults = load_config([f"data={cfg.get('choices', {}).get('data', 'synthvqa')}"], extra_config_dirs())
-    cfg = OmegaConf.merge({"eval": defaults.eval}, cfg)
+    cfg = OmegaConf.merge({"eval": defaults.eval, "train": defaults.train}, cfg)
     cfg.benchmark = defaults.benchmark
     cfg.paths.benchmarks = defaults.paths.benchmarks
     cfg = apply_overrides(cfg, overrides) if overrides else cfg
