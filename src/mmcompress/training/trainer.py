@@ -310,7 +310,7 @@ class Trainer:
         run.update_summary(stages={stage: info})
         console.print(f"stage [bold]{stage}[/] complete: loss {final_loss:.4f} in {seconds:.0f} s → {target}")
 
-    def _batch(self, indices: torch.Tensor, pixels: dict[str, torch.Tensor] | None) -> dict:
+    def _batch(self, indices: torch.Tensor, pixels: dict[str, torch.Tensor] | None = None) -> dict:
         """Samples `indices` as one batch: right-padded ids and labels, cached features or their `pixels`."""
         batch = self.text.text(indices, self.device)
         if self.features is not None:
