@@ -29,7 +29,7 @@ def test_range_choice_and_glob():
         ["optim.schedule=cosine"],
     ]
     assert expand(["projector=glob(*)"]) == [["projector=linear"], ["projector=mlp"]]
-    assert expand(["llm=glob(*,exclude=[hf,qwen*,smollm*])"]) == [["llm=tiny"]]
+    assert expand(["llm=glob(*,exclude=[hf,qwen*,smollm*,vicuna*])"]) == [["llm=tiny"]]
 
 
 def test_lists_inside_a_value_are_one_value():
