@@ -111,7 +111,10 @@ def test_the_size_estimate_is_what_the_store_holds(clip, images, tmp_path):
 def test_a_split_too_large_for_its_store_runs_without_it(clip, images, tmp_path, capsys):
     store = tmp_path / "cache"
     cfg = OmegaConf.create(
-        {"paths": {"cache": str(store)}, "train": {"cache_features": "disk", "feature_store_max_gb": 1e-6}}
+        {
+            "paths": {"cache": str(store)},
+            "train": {"cache_features": "disk", "feature_store_max_gb": 1e-6, "num_workers": 0},
+        }
     )
     cpu = torch.device("cpu")
     assert split_features({"clip": clip}, images, cfg, cpu, "train images") is None  # 6 KB > 1 KB

@@ -68,13 +68,12 @@ class VisionExpert(nn.Module, ABC):
         """Load weights and processor from a hub id or a local directory; uninitialised weights are an error."""
         model_class = cls.model_class_for(source)
         try:
-            model, info = (
-                model_class.from_pretrained(  # the library's fastest attention (sdpa where it has it)
-                    source,
-                    output_loading_info=True,
-                    trust_remote_code=False,  # an expert is a known architecture: never run a checkpoint's code
-                    **cls.load_options,
-                )
+            # no attn_implementation: the library's fastest (sdpa where the family has it)
+            model, info = model_class.from_pretrained(
+                source,
+                output_loading_info=True,
+                trust_remote_code=False,  # an expert is a known architecture: never run a checkpoint's code
+                **cls.load_options,
             )
             processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
         except (OSError, ValueError) as exc:
