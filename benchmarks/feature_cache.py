@@ -49,7 +49,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         warm = root / "warm"  # generated data, copied into each empty cache so generation is not timed
-        generate = "from mmcompress.config import load_config; from mmcompress.data.splits import dataset_dir; "
+        generate = (
+            "from mmcompress.config import load_config; from mmcompress.data.splits import dataset_dir; "
+        )
         generate += "dataset_dir(load_config([]))"
         subprocess.run(
             [sys.executable, "-c", generate],

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from harness import emit, machine, sync, timed  # benchmarks/harness.py, beside this script
 from omegaconf import OmegaConf
 
 from mmcompress.config import load_config
@@ -53,24 +52,6 @@ from mmcompress.vision.signals import SignalSpec
 
 BUDGETS = (1.0, 0.5, 0.25, 0.11, 0.055)
 TEXT_TOKENS = 64
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: torch.device, repeats: int = 3) -> float:
-    """Median seconds of `repeats` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def save_expert(args, folder: Path) -> Path:
@@ -127,7 +108,7 @@ def training_loop(cfg, model, split, device) -> tuple[float, float]:
     bare = copy.deepcopy(model).to(device)
     set_trainable(bare, "finetune", ["projector", "llm"], cfg.lora)
     params = [p for p in bare.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.stage.finetune.lr)
+    optimizer = torch.optim.AdamW(params, lr=cfg.stage.finetune.lr, fused=cfg.optim.fused)
     order = BatchOrder(len(trainer.text), cfg.stage.finetune.batch_size, cfg.seed)
     batches = []  # every step's inputs, prepared before the clock starts
     for step in range(1, cfg.stage.finetune.steps + 1):
@@ -246,9 +227,7 @@ def main() -> None:
         tokens = (args.image_size // args.patch) ** 2
         report = {
             "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]),
-            "machine": {"platform": platform.platform(), "torch": torch.__version__, "device": str(device),
-                        "threads": torch.get_num_threads(),
-                        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None},
+            "machine": machine(device),
             "sizes": {k: v for k, v in vars(args).items() if k not in ("out", "compile")} | {"visual_tokens": tokens},
             "precision": training_precision(cfg, device),
             "training": {"loop_samples_per_s": real, "ceiling_samples_per_s": ceiling, "loop_over_ceiling": real / ceiling},
@@ -256,10 +235,7 @@ def main() -> None:
             "generation": generation(model, cfg, args.batch, args.new_tokens, device),
             "prefill_batch_1": prefill(model, tokens, args.compile, device),
         }  # fmt: skip
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

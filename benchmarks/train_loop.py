@@ -69,7 +69,7 @@ def in_process(steps: int, repeats: int, checkpoint_every: int) -> dict:
             model = trainer.model
             set_trainable(model, "finetune", ["projector", "llm"], cfg.lora)
             params = [p for p in model.parameters() if p.requires_grad]
-            optimizer = torch.optim.AdamW(params, lr=cfg.stage.finetune.lr)
+            optimizer = torch.optim.AdamW(params, lr=cfg.stage.finetune.lr, fused=cfg.optim.fused)
             order = BatchOrder(len(trainer.text), batch_size, cfg.seed)
             model.train()
             began = time.perf_counter()

@@ -21,7 +21,13 @@ COMPANIONS = {"fusion=xattn": ["encoder=clip+sam"]}
 def test_every_option_composes(compose, group, option):
     cfg = compose(f"{group}={option}", *COMPANIONS.get(f"{group}={option}", []))
     assert cfg.choices[group] == option
-    if option in ("hf", "llava", "llava15", "eagle-x4", "prumerge-lora"):  # these need a user's path, and say so
+    if option in (
+        "hf",
+        "llava",
+        "llava15",
+        "eagle-x4",
+        "prumerge-lora",
+    ):  # these need a user's path, and say so
         with pytest.raises(ConfigError, match=r"(llm|data)\.path is required"):
             validate(cfg)
     else:

@@ -1,5 +1,5 @@
 """Training hygiene on a tiny run, in-process: bf16 autocast over fp32 weights, gradient checkpointing,
-LoRA through peft (merged at the end), and a NaN loss that stops the run keeping the last good state."""
+fused AdamW, torch.compile, LoRA through peft (merged at the end), and a NaN loss that stops the run keeping the last good state."""
 
 from __future__ import annotations
 
@@ -79,6 +79,29 @@ def test_experts_on_pixels_from_workers_train_exactly_as_from_the_main_process(f
     _, _, micro = finetune(*on_pixels, "train.num_workers=2", "train.micro_batch_size=3", "name=micro")
     assert len(alone) == 3 and alone == workers
     assert micro == pytest.approx(alone, rel=1e-5)
+
+
+def test_adamw_is_fused_by_default_and_updates_as_foreach_does(finetune, monkeypatch):
+    made = []
+    build = Trainer._optimizer
+    monkeypatch.setattr(Trainer, "_optimizer", lambda self, *a: made.append(build(self, *a)) or made[-1])
+    _, _, fused = finetune()
+    _, _, foreach = finetune("optim.fused=false", "name=foreach")
+    assert [o.defaults["fused"] for o in made] == [True, False]
+    assert fused[-1] != fused[0] and fused == pytest.approx(foreach, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_leaves_generation_eager(finetune):
+    torch._dynamo.reset()
+    eager_trainer, _, eager = finetune()
+    compiled_trainer, _, compiled = finetune("train.compile=true", "name=compiled")
+    frames = torch._dynamo.utils.counters["frames"]["ok"]
+    assert frames > 0  # the decoder's forward went through dynamo
+    assert compiled == pytest.approx(eager, rel=1e-4)
+    assert compiled_trainer.model.training_decoder is None  # after the stage, generation runs the plain LLM
+    for name, tensor in compiled_trainer.model.llm.state_dict().items():  # same parameters, same names
+        assert torch.allclose(tensor, eager_trainer.model.llm.state_dict()[name], atol=1e-4), name
 
 
 def test_lora_trains_adapters_only_and_saves_a_merged_llm(finetune):

@@ -151,3 +151,15 @@ def test_experts_load_with_the_fastest_attention_their_family_has(family, tmp_pa
     expected = "sdpa" if type(expert.model)._supports_sdpa else "eager"
     assert expert.model.config._attn_implementation == expected
     assert expected == ("eager" if family == "convnext" else "sdpa")
+
+
+def test_convnext_runs_channels_last_with_the_features_of_the_default_layout(tmp_path):
+    """Its weights and input go channels-last (the faster layout, benchmarks/speedups.py); the numbers stay."""
+    expert = ConvNeXtExpert.from_pretrained("convnext", str(tiny_expert_checkpoint("convnext", tmp_path)), {})
+    conv = expert.model.embeddings.patch_embeddings.weight  # (C, 3, p, p)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    pixels = torch.randn(2, 3, *expert.input_size)  # (B, 3, H, W)
+    fast = expert.patch_map(pixels).features  # (B, C, h, w)
+    expert.model.to(memory_format=torch.contiguous_format)
+    plain = expert.model(pixel_values=pixels, output_hidden_states=True).hidden_states[expert.stage]
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)

@@ -16,6 +16,7 @@ expert learns to speak to the frozen LLM before the experts are fused.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,9 @@ class MultimodalLM(nn.Module):
         self.tokenizer = tokenizer
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.signal_spec = signals  # the pruning signals experts compute (None: the pruner reads none)
+        # train.compile: the trainer sets a torch.compile'd decoder forward for the training loss only
+        # (generation stays eager: its shapes change with every token)
+        self.training_decoder: Callable | None = None
 
     # ---- the data flow ------------------------------------------------------------------------------
     def encode_images(self, pixels: dict[str, torch.Tensor]) -> dict[str, ExpertTokens]:
@@ -127,9 +131,8 @@ class MultimodalLM(nn.Module):
                 "a training batch has no supervised (answer) tokens: the chat template hides every answer; "
                 "check llm.chat_template and data.max_text_tokens"
             )
-        hidden = self.llm.get_decoder()(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False
-        )
+        decoder = self.training_decoder or self.llm.get_decoder()
+        hidden = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
         hidden = hidden.last_hidden_state[:, :-1][supervised]  # (S, D): only positions with a target
         logits = self.llm.get_output_embeddings()(hidden)  # (S, V)
         loss_sum = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")

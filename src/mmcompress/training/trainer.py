@@ -88,7 +88,12 @@ class Trainer:
         saves = resume.resume_dir(run.path / "checkpoints", stage)
         state = self._resume(stage, run, saves, wrapped, optimizer, schedule, set(trainable))
         start = time.time()
-        final_loss = self._steps(stage, wrapped, optimizer, schedule, state, saves, set(trainable))
+        if cfg.train.compile:  # compiles on the first step (and once more when the text length first changes)
+            self.model.training_decoder = torch.compile(self.model.llm.get_decoder().forward)
+        try:
+            final_loss = self._steps(stage, wrapped, optimizer, schedule, state, saves, set(trainable))
+        finally:
+            self.model.training_decoder = None
         self._gather(wrapped)
         if stage == "prealign" and warm_start_projector(self.model):
             console.print("the joint projector starts from the pre-aligned one (a single expert)")
@@ -261,6 +266,7 @@ class Trainer:
             ],
             weight_decay=self.cfg.optim.weight_decay,
             betas=tuple(self.cfg.optim.betas),
+            fused=self.cfg.optim.fused,
         )
 
     def _gather(self, wrapped: nn.Module) -> None:

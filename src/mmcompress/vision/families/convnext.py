@@ -1,6 +1,7 @@
 """ConvNeXt: `ConvNextModel` / `ConvNextV2Model`, the feature map after `stage` (1–4; stride 4·2^(stage−1)
 for the usual patch size 4). EAGLE uses CLIP-ConvNeXt-XXL's last stage at 1024 px: stride 32, a 32×32 grid.
 No [CLS] token: pruning ranks its tokens by their feature norm (measured best, experiments/pruning-signals).
+It runs channels-last: 1.13–1.25× faster in fp32 on a CPU, no change under bf16 (benchmarks/speedups.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ class ConvNeXtExpert(VisionExpert):
     model_classes = (hf.ConvNextModel, hf.ConvNextV2Model)
     importance_without_cls = "norm"
     mini_objectives = ("attributes",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.model.to(
+            memory_format=torch.channels_last
+        )  # its convolutions' fast layout; .to(device) keeps it
 
     @classmethod
     def model_class_for(cls, source: str) -> type:
@@ -74,5 +81,6 @@ class ConvNeXtExpert(VisionExpert):
         return out["pixel_values"]  # (B, 3, H, W)
 
     def patch_map(self, pixels: torch.Tensor, cls_attention_form: str | None = None) -> PatchMap:
-        out = self.model(pixel_values=pixels.to(self.model.dtype), output_hidden_states=True)
+        pixels = pixels.to(self.model.dtype).contiguous(memory_format=torch.channels_last)  # (B, 3, H, W)
+        out = self.model(pixel_values=pixels, output_hidden_states=True)
         return PatchMap(out.hidden_states[self.stage])  # (B, C, h, w): index 0 is the stem
