@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from mmcompress.errors import ConfigError
@@ -14,6 +15,7 @@ from mmcompress.pruning.plan import budget, lattice
 from mmcompress.pruning.prumerge import iqr_outliers, prumerge
 from mmcompress.pruning.tome import tome_plan
 from mmcompress.vision.signals import ExpertTokens
+from tests.pruning.baselines_reference import divprune_loop, visionzip_loop
 from tests.pruning.prumerge_reference import prumerge_loop
 
 
@@ -69,7 +71,7 @@ def test_lattice_has_exactly_the_budget_spread_over_the_grid():
     assert rows.tolist() == [2, 6, 10, 14]  # a 4×4 lattice with centred cells
 
 
-@pytest.mark.parametrize("name", ["random", "spatial", "topk", "tome"])
+@pytest.mark.parametrize("name", ["random", "spatial", "topk", "tome", "visionzip", "divprune"])
 def test_fixed_budget_methods_keep_round_ratio_times_n(name):
     tokens, importance, keys = torch.randn(3, 256, 8), torch.rand(3, 256), torch.randn(3, 256, 5)
     for ratio, expected in ((0.5, 128), (0.25, 64), (0.11, 28), (0.055, 14)):
@@ -125,6 +127,42 @@ def test_batched_prumerge_equals_the_per_image_loop(plus, variant):
             assert not tokens[b, count:].any()  # padding slots carry nothing
 
 
+def test_visionzip_keeps_the_dominant_tokens_and_averages_the_rest_around_spread_targets():
+    importance = torch.tensor([[0.0, 0.9, 0.0, 0.0, 0.8, 0.0]])  # tokens 1 and 4 dominate
+    keys = torch.tensor([[[1.0, 0], [0, 1], [0, 1], [1, 0.1], [0, 1], [0.1, 1]]])
+    features = torch.tensor([[[1.0], [2.0], [3.0], [5.0], [7.0], [11.0]]])
+    plan = pruner("visionzip", ratio=4 / 6, contextual=0.5).plan(features, importance, keys, (2, 3))
+    # rest 0, 2, 3, 5 → targets 0 and 3 (stride 2); 2 and 5 point along (0, 1), closer to 3's (1, 0.1)
+    torch.testing.assert_close(plan.apply(features), torch.tensor([[[2.0], [7.0], [1.0], [19 / 3]]]))
+
+
+@pytest.mark.parametrize("contextual", [0.0, 0.16, 0.5])
+def test_batched_visionzip_equals_the_per_image_loop(contextual):
+    generator = torch.Generator().manual_seed(3)
+    features, keys = torch.randn(4, 64, 6, generator=generator), torch.randn(4, 64, 5, generator=generator)
+    importance = _peaked(4, 64, 4)
+    method = pruner("visionzip", ratio=0.25, contextual=contextual)
+    kept, mask = method(features, importance, keys, (8, 8))
+    assert mask.all() and kept.shape[1] == 16
+    for b, reference in enumerate(visionzip_loop(features, importance, keys, 16, round(contextual * 16))):
+        torch.testing.assert_close(kept[b], reference, atol=1e-5, rtol=1e-5)
+
+
+def test_divprune_picks_the_most_spread_out_tokens():
+    directions = torch.tensor([[[1.0, 0], [0.99, 0.14], [0, 1], [-1, 0], [0.98, -0.2]]])  # three near +x
+    kept, _ = pruner("divprune", ratio=0.6)(directions, None, None, (1, 5))
+    # -x first (farthest from its nearest neighbour), then +x (opposite), then +y; no second +x
+    torch.testing.assert_close(kept[0], directions[0, [0, 2, 3]])
+
+
+def test_batched_divprune_equals_the_per_image_loop():
+    features = torch.randn(4, 49, 6, generator=torch.Generator().manual_seed(5))
+    kept, mask = pruner("divprune", ratio=0.2)(features, None, None, (7, 7))
+    assert mask.all() and kept.shape[1] == budget(49, 0.2)
+    for b, positions in enumerate(divprune_loop(features, budget(49, 0.2))):
+        torch.testing.assert_close(kept[b], features[b, positions])
+
+
 def test_shared_selection_keeps_the_same_positions_in_every_expert():
     generator = torch.Generator().manual_seed(0)
     encoded = {
@@ -152,11 +190,31 @@ def test_shared_selection_keeps_the_same_positions_in_every_expert():
     torch.testing.assert_close(kept["sam"], encoded["sam"].tokens.gather(1, own[..., None].expand(-1, -1, 5)))
 
 
+@pytest.mark.parametrize("name", ["visionzip", "divprune"])
+def test_baselines_prune_mixtures_with_one_selection_under_concat_and_their_own_under_sequence(name):
+    generator = torch.Generator().manual_seed(7)
+    encoded = {
+        e: ExpertTokens(torch.randn(2, 16, c, generator=generator), _peaked(2, 16, i), torch.randn(2, 16, 4))
+        for i, (e, c) in enumerate((("clip", 3), ("sam", 5)))
+    }
+    kept, mask = prune_experts(pruner(name, ratio=0.25, contextual=0.25), encoded, shared=True, grid=(4, 4))
+    assert mask.shape == (2, 4) and kept["clip"].shape == (2, 4, 3) and kept["sam"].shape == (2, 4, 5)
+    if name == "divprune":  # the selection reads every expert's features, and is the same cells in both
+        every = torch.cat([F.normalize(e.tokens, dim=-1) for e in encoded.values()], -1)
+        for b, positions in enumerate(divprune_loop(every, 4)):
+            for e in encoded:
+                torch.testing.assert_close(kept[e][b], encoded[e].tokens[b, positions])
+    kept, mask = prune_experts(pruner(name, ratio=0.25), encoded, shared=False, grid=(4, 4))
+    assert mask.shape == (2, 8)  # each expert keeps its own 4
+
+
 def test_bad_settings_are_one_line_config_errors():
     with pytest.raises(ConfigError, match=r"pruning\.ratio"):
         pruner("topk", ratio=1.5)
     with pytest.raises(ConfigError, match=r"set pruning\.ratio"):
         pruner("random")
+    with pytest.raises(ConfigError, match=r"pruning\.contextual"):
+        pruner("visionzip", ratio=0.25, contextual=1.0)
     with pytest.raises(ConfigError, match=r"pruning\.variant"):
         pruner("prumerge", variant="nope")
     with pytest.raises(ConfigError, match=r"pruning\.where"):

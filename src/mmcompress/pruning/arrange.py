@@ -31,8 +31,8 @@ def prune_experts(
     """Prune every expert's tokens before fusion: one shared plan when token i is the same cell in every
     expert (importance combined across experts), else each expert keeps its own. → kept tokens, (B, M) mask."""
     if shared:
-        first = next(iter(encoded.values())).tokens
-        plan = pruner.plan(first, *shared_signals(encoded), grid)
+        every = torch.cat([F.normalize(e.tokens.float(), dim=-1) for e in encoded.values()], -1)  # (B, N, ΣC)
+        plan = pruner.plan(every, *shared_signals(encoded), grid)  # features-based methods see every expert
         return {name: plan.apply(e.tokens) for name, e in encoded.items()}, plan.mask
     kept = {name: pruner(e.tokens, e.importance, e.keys, grid) for name, e in encoded.items()}
     mask = torch.cat([m for _, m in kept.values()], 1)  # (B, ΣM_e) in the order tokens are appended

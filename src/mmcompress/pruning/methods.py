@@ -1,8 +1,9 @@
 """The pruning methods behind `pruning=`, registered under their conf/pruning option names.
 
 none, random, spatial (a uniform lattice), topk (by importance), prumerge (IQR outliers of the importance,
-each merged with its key-nearest neighbours), prumerge_plus (plus a spatially uniform supplement) and tome
-(bipartite soft matching, repeated until the budget). Fixed-budget methods keep `ratio` of the tokens;
+each merged with its key-nearest neighbours), prumerge_plus (plus a spatially uniform supplement), tome
+(bipartite soft matching, repeated until the budget), visionzip (dominant tokens plus contextual merges)
+and divprune (max–min diversity). Fixed-budget methods keep `ratio` of the tokens;
 PruMerge's count is adaptive, with `ratio` as an optional cap. Each method states the signals it reads
 (`needs`), so experts compute only those; `check` rejects bad settings before any work starts.
 """
@@ -14,9 +15,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from mmcompress.errors import ConfigError
+from mmcompress.pruning.divprune import divprune_plan
 from mmcompress.pruning.plan import Plan, budget, lattice, rank_descending
 from mmcompress.pruning.prumerge import RELEASE_K, RELEASE_TOKENS, prumerge_plan
 from mmcompress.pruning.tome import tome_plan
+from mmcompress.pruning.visionzip import visionzip_plan
 from mmcompress.registry import Registry
 
 PRUNERS: Registry[type[Pruner]] = Registry("pruning method")
@@ -129,6 +132,39 @@ class TokenMerging(FixedBudget):
 
     def plan(self, tokens, importance, keys, grid):
         return tome_plan(keys, self.count(grid))
+
+
+@PRUNERS.register("visionzip")
+class VisionZip(FixedBudget):
+    """VisionZip: the most important tokens, plus a `contextual` share of the budget merging the rest by key
+    similarity (the paper's 54 + 10 of 64 tokens on LLaVA-1.5)."""
+
+    needs = frozenset({"importance", "keys"})
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        super().check(cfg)
+        share = cfg.get("contextual", 0.16)
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+            raise ConfigError(
+                f"pruning.contextual={share!r} must be the budget's share in [0, 1) of merged tokens"
+            )
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        self.contextual = float(cfg.get("contextual", 0.16))
+
+    def plan(self, tokens, importance, keys, grid):
+        count = self.count(grid)
+        return visionzip_plan(importance, keys, count, min(count - 1, round(self.contextual * count)))
+
+
+@PRUNERS.register("divprune")
+class DivPrune(FixedBudget):
+    """DivPrune: the most mutually distant tokens (greedy max–min cosine distance of their features)."""
+
+    def plan(self, tokens, importance, keys, grid):
+        return divprune_plan(tokens, self.count(grid))
 
 
 @PRUNERS.register("prumerge")
