@@ -61,17 +61,23 @@ def report(
         bool, typer.Option("--wandb", help="Also log the table and plots to W&B (project: --project).")
     ] = False,
     project: Annotated[str, typer.Option("--project", help="W&B project for --wandb.")] = "mmcompress",
+    allow_mixed_versions: Annotated[
+        bool,
+        typer.Option("--allow-mixed-versions", help="Compare runs made by different code versions."),
+    ] = False,
 ) -> None:
     """Tables and plots from run directories: report.md, report.html, runs.csv and PNG plots.
 
-    Seeds of one configuration are aggregated (mean ± std); failed and unfinished runs are listed, never
-    dropped; the best configuration is selected on val and reported on test. Needs no network.
+    Seeds of one configuration are aggregated (mean ± std, n); failed and unfinished runs are listed, never
+    dropped; the best configuration is selected on val and reported on test, and called best only when it
+    beats the next by more than 2 standard errors with ≥ 3 seeds each (else: a tie). Runs of different
+    code versions are refused unless --allow-mixed-versions. Needs no network.
     """
     from mmcompress.analysis.report.output import log_to_wandb, write
     from mmcompress.analysis.report.table import Report
 
     paths = paths or [Path("runs")]
-    built = Report.build(paths)
+    built = Report.build(paths, allow_mixed_versions)
     built.print()
     target = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "report"
     written = write(built, target)

@@ -109,7 +109,7 @@ def _html(rows, category_rows, notes, images) -> str:
             + "</tr>"
             for row in rows
         )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
     figures = "".join(
         f"<figure><img alt='{name}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
@@ -119,7 +119,8 @@ def _html(rows, category_rows, notes, images) -> str:
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
         "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}th{background:#f3f3f3}"
+        ".scroll{overflow-x:auto}"  # a wide table scrolls instead of wrapping every "mean ± std"
         "tr.failed td{color:#b00}img{max-width:100%}figure{display:inline-block;margin:1em}"
     )
     items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)

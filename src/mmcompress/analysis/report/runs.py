@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from mmcompress.analysis.significance import Estimate
 from mmcompress.errors import UserError
 from mmcompress.rundir import RUN_ID_EXCLUDED
 
@@ -53,12 +53,14 @@ class Group:
     def complete(self) -> list[Run]:
         return [r for r in self.runs if r.status == "complete" and r.summary.get("scores")]
 
+    def estimate(self, value) -> Estimate | None:
+        """Mean, standard deviation (0 for one seed) and n of `value(run)` over the complete runs."""
+        return Estimate.of(value(r) for r in self.complete)
+
     def stat(self, value) -> tuple[float, float] | None:
-        """Mean and standard deviation (0 for one seed) of `value(run)` over the complete runs."""
-        values = [v for v in (value(r) for r in self.complete) if v is not None]
-        if not values:
-            return None
-        return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+        """Mean and standard deviation of `value(run)` over the complete runs."""
+        estimate = self.estimate(value)
+        return None if estimate is None else (estimate.mean, estimate.std)
 
 
 def collect(paths: list[Path]) -> list[Run]:
@@ -207,11 +209,10 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     return front
 
 
-def best_group(groups: list[Group], benchmark: str) -> Group | None:
-    """The configuration with the highest mean validation score (the test score is reported, not used)."""
-    scored = [(g.stat(lambda r: (r.score(benchmark, "val") or {}).get("overall")), g) for g in groups]
-    scored = [(s[0], g) for s, g in scored if s is not None]
-    return max(scored, key=lambda x: x[0])[1] if scored else None
+def ranked_on_val(groups: list[Group], benchmark: str) -> list[tuple[Group, Estimate]]:
+    """Configurations with a validation score, best mean first (the test score is reported, never used)."""
+    scored = [(g, g.estimate(lambda r: (r.score(benchmark, "val") or {}).get("overall"))) for g in groups]
+    return sorted(((g, e) for g, e in scored if e is not None), key=lambda pair: -pair[1].mean)
 
 
 def short_names(keys: list[str]) -> dict[str, str]:

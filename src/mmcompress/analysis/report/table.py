@@ -1,5 +1,6 @@
-"""The report's table: one row per configuration (mean ± std over seeds), the best configuration selected
-on val and reported on test, and notes on mixed code versions and unfinished runs."""
+"""The report's table: one row per configuration (mean ± std over n seeds), the best configuration selected
+on val and reported on test — or a tie when it is not separated from the next (analysis/significance.py)
+— and notes on unfinished runs. Runs of different code versions are refused unless allowed."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from mmcompress.analysis.report.runs import (
     Group,
     Run,
     benchmarks,
-    best_group,
     collect,
     group_runs,
+    ranked_on_val,
     short_names,
     varying_keys,
 )
+from mmcompress.analysis.significance import separated, why_tied
 from mmcompress.console import console
+from mmcompress.errors import UserError
 
 
 def fmt(stat: tuple[float, float] | None, digits: int = 3) -> str:
@@ -58,11 +61,19 @@ class Report:
     others: list[str] = field(default_factory=list)  # further benchmarks scored: one test column each
 
     @classmethod
-    def build(cls, paths: list[Path]) -> Report:
+    def build(cls, paths: list[Path], allow_mixed_versions: bool = False) -> Report:
         runs = collect(paths)
         trained_on = {r.config.get("data.name") for r in runs}
         names = sorted(benchmarks(runs), key=lambda b: b not in trained_on)  # the training data's split first
-        return cls(runs, varying_keys(runs), group_runs(runs), names[0] if names else None, names[1:])
+        report = cls(runs, varying_keys(runs), group_runs(runs), names[0] if names else None, names[1:])
+        versions = report.code_versions()
+        if len(versions) > 1 and not allow_mixed_versions:
+            raise UserError(
+                f"these runs come from {len(versions)} code versions ("
+                + ", ".join(f"{v}: {n} runs" for v, n in versions.items())
+                + "); rerun them at one version, or pass --allow-mixed-versions to compare them anyway"
+            )
+        return report
 
     def rows(self) -> list[dict[str, str]]:
         """One row per configuration: what varies, seeds, status, scores, visual tokens, FLOPs, time."""
@@ -76,6 +87,7 @@ class Report:
             row = {names[k]: short(g.runs[0].config.get(k)) for k in self.keys}
             row |= {
                 "seeds": ",".join(str(r.seed) for r in g.runs if r.seed is not None) or "—",
+                "n": str(len(g.complete)),
                 "status": " ".join(f"{n}×{s}" if n > 1 else s for s, n in statuses.items()),
                 "val": fmt(g.stat(lambda r: metric(r, b, "overall", split="val"))) if b else "—",
                 "test": fmt(g.stat(lambda r: metric(r, b, "overall"))) if b else "—",
@@ -98,10 +110,34 @@ class Report:
         return dict(counts)
 
     def best(self) -> tuple[Group, str] | None:
-        if not self.benchmark:
+        """The configuration with the highest mean val score, and its label."""
+        ranked = ranked_on_val(self.groups, self.benchmark) if self.benchmark else []
+        return (ranked[0][0], config_label(ranked[0][0], self.keys)) if ranked else None
+
+    def selection(self) -> str | None:
+        """The best configuration on val, with its test score — or the tie, when the configurations
+        next to it are not separated from it."""
+        ranked = ranked_on_val(self.groups, self.benchmark) if self.benchmark else []
+        if not ranked:
             return None
-        group = best_group(self.groups, self.benchmark)
-        return (group, config_label(group, self.keys)) if group else None
+        (group, val), label = ranked[0], config_label(ranked[0][0], self.keys)
+        test = group.estimate(lambda r: metric(r, self.benchmark, "overall"))
+        scores = f"val {val.text()}, test {test.text() if test else '—'}"
+        tied = [(g, e) for g, e in ranked[1:] if not separated(val, e)]
+        if len(ranked) == 1:
+            return f"one configuration (selected on val, {self.benchmark}): {label} — {scores}"
+        if not tied:
+            runner, runner_val = ranked[1]
+            return (
+                f"best configuration (selected on val, {self.benchmark}): {label} — {scores}; ahead of the "
+                f"next ({config_label(runner, self.keys)}, val {runner_val.text()}) by more than 2 SE"
+            )
+        first, first_val = tied[0]
+        others = f" and {len(tied) - 1} more" if len(tied) > 1 else ""
+        return (
+            f"tie on val ({self.benchmark}): the top configuration {label} ({scores}) is not separated from "
+            f"{config_label(first, self.keys)} (val {first_val.text()}: {why_tied(val, first_val)}){others}"
+        )
 
     def print(self) -> None:
         from rich.table import Table
@@ -122,21 +158,13 @@ class Report:
             console.print(line, highlight=False)
 
     def notes(self) -> list[str]:
-        notes = []
-        best = self.best()
-        if best:
-            group, label = best
-            val = group.stat(lambda r: metric(r, self.benchmark, "overall", split="val"))
-            test = group.stat(lambda r: metric(r, self.benchmark, "overall"))
-            notes.append(
-                f"best configuration (selected on val, {self.benchmark}): {label} — val {fmt(val)}, test {fmt(test)}"
-            )
+        notes = [line for line in [self.selection()] if line]
         versions = self.code_versions()
         if len(versions) > 1:
             notes.append(
                 "warning: these runs were made by different code versions ("
                 + ", ".join(f"{v}: {n} runs" for v, n in versions.items())
-                + "); compare them with care"
+                + "), compared because --allow-mixed-versions was given"
             )
         unfinished = [r for r in self.runs if r.status != "complete"]
         if unfinished:
