@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from mmcompress.analysis.ac.fit import (
+    choose_form,
     fit,
     fit_report,
     minmax,
@@ -94,9 +95,29 @@ def test_fit_recovers_a_known_quadratic():
     y = poly_features([a, c]) @ truth
     assert np.allclose(fit(poly_features([a, c]), y), truth)
     report = fit_report(a, c, y)
-    assert report["AC"]["r2"] == pytest.approx(1.0) and report["AC"]["loo_r2"] == pytest.approx(1.0)
-    assert report["A"]["r2"] < 0.9 and report["C"]["r2"] < 0.9  # neither alone explains it
-    assert report["AC"]["terms"] == 6 and report["A"]["terms"] == 3
+    quadratic = report["AC quadratic"]
+    assert quadratic["r2"] == pytest.approx(1.0) and quadratic["loo_r2"] == pytest.approx(1.0)
+    assert report["A quadratic"]["r2"] < 0.9 and report["C quadratic"]["r2"] < 0.9  # neither alone does
+    assert (
+        quadratic["terms"] == 6 and report["A quadratic"]["terms"] == 3 and report["AC linear"]["terms"] == 3
+    )
+    assert report["AC linear"]["loo_r2"] < 0.99
+    assert choose_form(report)[0] == "quadratic"
+
+
+def test_the_form_with_the_better_leave_one_out_r2_is_chosen():
+    """14 candidates on a noisy linear law: the quadratic fits better in-sample but predicts held-out
+    candidates worse, so the linear form is chosen; with too few candidates for leave-one-out, linear too."""
+    rng = np.random.default_rng(2)
+    a, c = rng.uniform(0, 1, 14), rng.uniform(0, 1, 14)
+    y = 0.3 + 0.5 * a + 0.4 * c + rng.normal(0, 0.08, 14)
+    report = fit_report(a, c, y)
+    assert report["AC quadratic"]["r2"] > report["AC linear"]["r2"]
+    assert report["AC linear"]["loo_r2"] > report["AC quadratic"]["loo_r2"]
+    form, why = choose_form(report)
+    assert form == "linear" and f"{report['AC linear']['loo_r2']:.3f}" in why
+    assert choose_form(fit_report(a[:4], c[:4], y[:4]))[0] == "linear"  # quadratic: no leave-one-out
+    assert choose_form(None)[0] == "linear"
 
 
 def test_minmax():

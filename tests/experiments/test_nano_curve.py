@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,18 +10,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from mmcompress.data.synthvqa import CATEGORIES
-
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "nano" / "curve.py"
+from tests.experiments import load_script
 
 
 @pytest.fixture(scope="module")
 def curve_script():
-    spec = importlib.util.spec_from_file_location("nano_curve", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield load_script("nano/curve.py", "nano_curve")
+    del sys.modules["nano_curve"]
 
 
 def _scores(overall: float) -> dict:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from mmcompress.data.synthvqa import CATEGORIES
-
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "nano" / "summarize.py"
+from tests.experiments import load_script
 
 
 @pytest.fixture(scope="module")
 def summarize():
-    spec = importlib.util.spec_from_file_location("nano_summarize", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("nano/summarize.py", "nano_summarize")
 
 
 def _write_run(root: Path, name: str, experts: list[str], overall: float, status: str = "complete") -> None:

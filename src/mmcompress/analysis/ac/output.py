@@ -50,8 +50,12 @@ def _fit_lines(result: dict) -> list[str]:
         lines.append(
             f"- {name}: R² {_num(f['r2'])}, leave-one-out R² {_num(f['loo_r2'])} ({f['terms']} terms)"
         )
+    if result.get("form"):
+        lines.append(
+            f"- predictions and policy use the {result['form']['chosen']} fit: {result['form']['why']}"
+        )
     if result.get("underdetermined"):
-        lines.append("- fewer trained candidates than the quadratic's 6 terms: the fit is underdetermined")
+        lines.append("- fewer trained candidates than the chosen form's terms: the fit is underdetermined")
     sim = result.get("policy_simulation")
     if sim:
         lines.append(
@@ -110,7 +114,9 @@ def plot(result: dict):
     if trained and any(f.get("loo_predicted") for f in fits.values()):
         y = np.array([c["score"] for c in trained])
         low, span = y.min(), (y.max() - y.min()) or 1.0
-        for (name, f), marker in zip(fits.items(), "os^", strict=True):
+        chosen = (result.get("form") or {}).get("chosen")
+        shown = {n: f for n, f in fits.items() if f["form"] == chosen or f["features"] == "AC"}
+        for (name, f), marker in zip(shown.items(), "osD^v<", strict=False):
             if f.get("loo_predicted"):
                 predicted = low + np.array(f["loo_predicted"]) * span
                 right.scatter(

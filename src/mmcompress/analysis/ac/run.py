@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from mmcompress.analysis.ac.fit import fit, fit_report, minmax, poly_features, regions, simulate
+from mmcompress.analysis.ac.fit import (
+    FORMS,
+    choose_form,
+    fit,
+    fit_report,
+    minmax,
+    poly_features,
+    regions,
+    simulate,
+)
 from mmcompress.analysis.ac.output import write
 from mmcompress.analysis.ac.pairs import KeypointPair, generated_pairs, load_spair
 from mmcompress.analysis.ac.scores import A_DEFINITION, C_DEFINITION, a_score, c_scores, projected_tokens
@@ -223,17 +232,21 @@ def _analyse(candidates: list[Candidate], benchmark: str, policy: bool, trials: 
     c_ = np.array([c.c for c in candidates])
     trained = [i for i, c in enumerate(candidates) if c.score is not None]
     result: dict = {"benchmark": benchmark, "trained": len(trained), "candidates": []}
+    form = "linear"
     if len(trained) >= 2:
         y = np.array([candidates[i].score for i in trained])
-        features = poly_features([minmax(a), minmax(c_)])
+        result["fit"] = fit_report(a[trained], c_[trained], y) if len(trained) >= 3 else None
+        form, why = choose_form(result["fit"])
+        result["form"] = {"chosen": form, "why": why}
+        features = poly_features([minmax(a), minmax(c_)], FORMS[form])
         low, span = y.min(), y.max() - y.min()
         coefficients = fit(features[trained], (y - low) / span if span > 0 else y * 0)
         for candidate, value in zip(candidates, features @ coefficients, strict=True):
             candidate.predicted = float(low + value * span)
-        result["fit"] = fit_report(a[trained], c_[trained], y) if len(trained) >= 3 else None
         result["underdetermined"] = len(trained) < features.shape[1]
     if len(trained) == len(candidates) and len(candidates) >= 4:
-        result["policy_simulation"] = simulate(a, c_, np.array([c.score for c in candidates]), trials, seed)
+        scores = np.array([c.score for c in candidates])
+        result["policy_simulation"] = simulate(a, c_, scores, trials, seed, degree=FORMS[form])
     if policy:
         result["next"] = next_trainings(candidates, seed)
     result["candidates"] = [
