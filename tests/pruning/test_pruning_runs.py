@@ -1,5 +1,6 @@
 """Pruning end to end through the CLI: PruMerge and PruMerge+ train and evaluate with CLIP alone and with
-CLIP+SAM, and a finished run is evaluated training-free under another pruning setting (`init_from`)."""
+CLIP+SAM, a finished run is evaluated training-free under another pruning setting (`init_from`), VisionZip and
+DivPrune included."""
 
 from __future__ import annotations
 
@@ -58,3 +59,18 @@ def test_a_finished_run_is_evaluated_training_free_under_another_pruning(fast_ru
     )  # fmt: skip
     assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
     assert "init_from" in wrong.stderr and "encoder" in wrong.stderr
+
+
+@pytest.mark.slow  # an end-to-end CLI run
+@pytest.mark.parametrize("pruning", ["visionzip", "divprune"])
+def test_the_baselines_evaluate_a_finished_run_training_free(fast_run, tmp_path, pruning):
+    overrides = [
+        "debug=fast",
+        "logger=none",
+        f"paths.runs={tmp_path}",
+        f"init_from={fast_run}",
+        "stages=[eval]",
+    ]
+    summary = _summary(cli("train", *overrides, f"pruning={pruning}", "pruning.ratio=0.25"))
+    assert summary["status"] == "complete" and summary["visual_tokens"]["mean"] == 16
+    assert 0 <= summary["scores"]["synthvqa"]["overall"] <= 1
