@@ -16,8 +16,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 
+from mmcompress.analysis.probes import linear_probe_accuracy
 from mmcompress.config import load_config
 from mmcompress.data.world import world_dir
 from mmcompress.model.build import load_experts
@@ -28,22 +28,6 @@ from mmcompress.training.mini_experts.scenes import WorldScenes
 FAMILIES = ("clip", "convnext", "sam", "pix2struct")
 ALL = "all four (concat)"
 PROBES = ("color", "shape", "word", "count")
-
-
-def fit_and_score(train_x, train_y, val_x, val_y, classes: int, steps: int = 300) -> float:
-    """Multinomial logistic regression, full batch with Adam; accuracy on val."""
-    torch.manual_seed(0)
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    train_x, val_x = (train_x - mean) / std, (val_x - mean) / std
-    probe = torch.nn.Linear(train_x.shape[1], classes)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=0.05)
-    for _ in range(steps):
-        loss = F.cross_entropy(probe(train_x), train_y) + 1e-4 * probe.weight.square().sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        return (probe(val_x).argmax(-1) == val_y).float().mean().item()
 
 
 def expert_features(family: str, overrides: list[str]) -> tuple[dict, list[int]]:
@@ -71,10 +55,10 @@ def probe(data: dict, grid: list[int]) -> dict[str, float]:
             covered = labels > 0
             xs.append(tokens[covered])
             ys.append(labels[covered])
-        scores[kind] = fit_and_score(xs[0], ys[0], xs[1], ys[1], data["train"][0].classes[kind])
+        scores[kind] = linear_probe_accuracy(xs[0], ys[0], xs[1], ys[1], data["train"][0].classes[kind])
     pooled = {split: tokens.mean(1) for split, (_, tokens) in data.items()}  # (n, C)
     counts = {split: scenes.object_count for split, (scenes, _) in data.items()}
-    scores["count"] = fit_and_score(pooled["train"], counts["train"], pooled["val"], counts["val"], 8)
+    scores["count"] = linear_probe_accuracy(pooled["train"], counts["train"], pooled["val"], counts["val"], 8)
     return {k: round(v, 3) for k, v in scores.items()}
 
 

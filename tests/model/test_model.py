@@ -169,3 +169,33 @@ def test_masked_visual_slots_never_change_the_logits():
     second, _ = _generate(model, prompts, {"x": ExpertTokens(changed)})
     assert counts.tolist() == [2, 4]
     assert torch.equal(first, second)
+
+
+def test_cell_positions_are_sin_and_cos_of_each_cells_row_and_column_centre():
+    from mmcompress.model.projector import cell_positions
+
+    table = cell_positions((2, 4), 2)  # (8, 8): per axis sin πv, sin 2πv, cos πv, cos 2πv; row, then column
+    assert table.shape == (8, 8)
+    y, x = 0.25, 0.625  # row 0, column 2: centres (0 + 0.5) / 2 and (2 + 0.5) / 4
+    code = [torch.tensor([v, 2 * v]) * torch.pi for v in (y, x)]
+    torch.testing.assert_close(table[2], torch.cat([part for c in code for part in (c.sin(), c.cos())]))
+    assert len({tuple(row.tolist()) for row in table}) == 8  # every cell its own code
+
+
+def test_position_channels_reach_the_projector_and_follow_the_kept_tokens():
+    """projector.positions=F: each token gains its cell's 4F channels before pruning, so the tokens topk
+    keeps carry their own cells' codes into the projector."""
+    from mmcompress.model.projector import cell_positions
+    from mmcompress.pruning.methods import PRUNERS
+
+    model = tiny_model()
+    model.fusion = ChannelConcat({"x": C + 8}, (1, N), OmegaConf.create({}))
+    model.pruner = PRUNERS["topk"](OmegaConf.create({"name": "topk", "ratio": 0.4}))
+    model.position_frequencies = 2
+    seen = []
+    model.projector = PROJECTORS["mlp"](C + 8, 32, 2)
+    model.projector.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    importance = torch.tensor([[0.0, 0.9, 0.0, 0.8, 0.0]])  # keeps cells 1 and 3
+    visual, mask = model.visual_tokens({"x": ExpertTokens(torch.randn(1, N, C), importance)})
+    assert visual.shape == (1, 2, 32) and mask.all()
+    torch.testing.assert_close(seen[0][0, :, C:], cell_positions((1, N), 2)[[1, 3]])

@@ -75,7 +75,10 @@ def load_experts(
 
 def assemble(cfg: DictConfig, experts: dict[str, VisionExpert], llm, tokenizer) -> MultimodalLM:
     """The multimodal model around loaded experts and LLM: fusion, pruning and fresh projectors."""
-    channels = {name: e.channels for name, e in experts.items()}
+    frequencies = int(cfg.projector.get("positions") or 0)
+    if frequencies < 0:
+        raise ConfigError(f"projector.positions={frequencies} must be ≥ 0 (frequencies; 0 = none)")
+    channels = {name: e.channels + 4 * frequencies for name, e in experts.items()}  # + each cell's sin/cos
     fusion = FUSIONS[cfg.fusion.name](channels, next(iter(experts.values())).grid, cfg.fusion)
     pruner = PRUNERS[cfg.pruning.name](cfg.pruning)
     signals = SignalSpec.from_config(cfg.pruning) if pruner.needs else None
@@ -93,7 +96,7 @@ def assemble(cfg: DictConfig, experts: dict[str, VisionExpert], llm, tokenizer) 
 
     prealign = {name: projector(c) for name, c in channels.items()}
     head = projector(fusion.out_channels)
-    return MultimodalLM(experts, fusion, pruner, head, prealign, llm, tokenizer, signals)
+    return MultimodalLM(experts, fusion, pruner, head, prealign, llm, tokenizer, signals, frequencies)
 
 
 def build_model(cfg: DictConfig, train: Split, run: RunDir, sources: Mapping[str, str]) -> MultimodalLM:

@@ -15,6 +15,7 @@ expert learns to speak to the frozen LLM before the experts are fused.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 
@@ -26,6 +27,7 @@ from transformers import PreTrainedModel
 from mmcompress.data.llava import IGNORE_INDEX, IMAGE_TOKEN
 from mmcompress.errors import UserError
 from mmcompress.model.fusion import Fusion
+from mmcompress.model.projector import cell_positions
 from mmcompress.pruning.arrange import fused_signals, prune_experts
 from mmcompress.pruning.methods import Pruner
 from mmcompress.vision.expert import VisionExpert
@@ -57,6 +59,7 @@ class MultimodalLM(nn.Module):
         llm: PreTrainedModel,
         tokenizer,
         signals: SignalSpec | None = None,
+        position_frequencies: int = 0,
     ) -> None:
         super().__init__()
         self.experts = nn.ModuleDict(experts)
@@ -68,6 +71,7 @@ class MultimodalLM(nn.Module):
         self.tokenizer = tokenizer
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.signal_spec = signals  # the pruning signals experts compute (None: the pruner reads none)
+        self.position_frequencies = position_frequencies  # projector.positions: grid-cell channels appended
         # train.compile: the trainer sets a torch.compile'd decoder forward for the training loss only
         # (generation stays eager: its shapes change with every token)
         self.training_decoder: Callable | None = None
@@ -86,6 +90,7 @@ class MultimodalLM(nn.Module):
         """Expert tokens → (B, M, D) LLM-space visual tokens and their (B, M) keep-mask.
 
         With `expert`, pre-alignment's path: that expert's tokens alone through its own projector."""
+        encoded = self.with_cell_positions(encoded)
         if expert is not None:
             visual = self.prealign_projectors[expert](encoded[expert].tokens)  # (B, N, D)
             return visual, torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device)
@@ -121,6 +126,19 @@ class MultimodalLM(nn.Module):
             loss_sum, targets = self._answer_loss(input_ids, attention_mask, visual, visual_mask, labels)
             total, count = total + loss_sum, count + targets
         return total, count
+
+    def with_cell_positions(self, encoded: dict[str, ExpertTokens]) -> dict[str, ExpertTokens]:
+        """`projector.positions`: every expert's (B, N, C) tokens gain their grid cell's (N, 4F) sin/cos
+        channels, before pruning, so a merged token carries the mean place of what it merged."""
+        if not self.position_frequencies:
+            return encoded
+        first = next(iter(encoded.values())).tokens  # (B, N, C)
+        cells = cell_positions(self.fusion.grid, self.position_frequencies, first.device)  # (N, 4F)
+        cells = cells.to(first.dtype).expand(first.shape[0], -1, -1)  # (B, N, 4F)
+        return {
+            name: dataclasses.replace(e, tokens=torch.cat([e.tokens, cells.to(e.tokens.dtype)], -1))
+            for name, e in encoded.items()
+        }
 
     def _answer_loss(self, input_ids, attention_mask, visual, visual_mask, labels):
         embeds, mask, positions, labels = self.splice(input_ids, attention_mask, visual, visual_mask, labels)
