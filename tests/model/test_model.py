@@ -199,3 +199,24 @@ def test_position_channels_reach_the_projector_and_follow_the_kept_tokens():
     visual, mask = model.visual_tokens({"x": ExpertTokens(torch.randn(1, N, C), importance)})
     assert visual.shape == (1, 2, 32) and mask.all()
     torch.testing.assert_close(seen[0][0, :, C:], cell_positions((1, N), 2)[[1, 3]])
+
+
+def test_positions_at_the_output_are_added_to_the_kept_tokens_after_the_projector():
+    """position_at=output: the projector sees the plain channels; each kept token's cell code is added to
+    the first 4F dimensions of its projected embedding, at the tokens' RMS."""
+    from mmcompress.model.projector import cell_positions
+    from mmcompress.pruning.methods import PRUNERS
+
+    model = tiny_model()
+    model.pruner = PRUNERS["topk"](OmegaConf.create({"name": "topk", "ratio": 0.4}))
+    model.position_frequencies, model.position_at = 2, "output"
+    importance = torch.tensor([[0.0, 0.9, 0.0, 0.8, 0.0]])  # keeps cells 1 and 3
+    encoded = {"x": ExpertTokens(torch.randn(1, N, C), importance)}
+    visual, _ = model.visual_tokens(encoded)
+    model.position_frequencies = 0
+    plain, _ = model.visual_tokens(encoded)  # (1, 2, 32)
+    rms = plain.pow(2).mean().sqrt()
+    torch.testing.assert_close(
+        visual[..., :8] - plain[..., :8], rms * cell_positions((1, N), 2)[[1, 3]][None]
+    )
+    torch.testing.assert_close(visual[..., 8:], plain[..., 8:])

@@ -174,7 +174,9 @@ def test_shared_selection_keeps_the_same_positions_in_every_expert():
         for i, (name, c) in enumerate((("clip", 3), ("sam", 5)))
     }
     concat = FUSIONS["concat"]({"clip": 3, "sam": 5}, (4, 4), OmegaConf.create({}))
-    kept, mask = prune_experts(pruner("topk", ratio=0.25), encoded, shared=concat.aligned, grid=concat.grid)
+    kept, mask, _ = prune_experts(
+        pruner("topk", ratio=0.25), encoded, shared=concat.aligned, grid=concat.grid
+    )
     importance, _ = shared_signals(encoded)
     top = importance.topk(4).indices.sort(1).values  # (B, 4)
     for name, e in encoded.items():
@@ -182,7 +184,7 @@ def test_shared_selection_keeps_the_same_positions_in_every_expert():
             kept[name], e.tokens.gather(1, top[..., None].expand(-1, -1, e.tokens.shape[-1]))
         )
     sequence = FUSIONS["sequence"]({"clip": 3, "sam": 5}, (4, 4), OmegaConf.create({"width": 8}))
-    kept, mask = prune_experts(
+    kept, mask, _ = prune_experts(
         pruner("topk", ratio=0.25), encoded, shared=sequence.aligned, grid=sequence.grid
     )
     assert mask.shape == (2, 8)  # each expert keeps its own 4
@@ -197,15 +199,24 @@ def test_baselines_prune_mixtures_with_one_selection_under_concat_and_their_own_
         e: ExpertTokens(torch.randn(2, 16, c, generator=generator), _peaked(2, 16, i), torch.randn(2, 16, 4))
         for i, (e, c) in enumerate((("clip", 3), ("sam", 5)))
     }
-    kept, mask = prune_experts(pruner(name, ratio=0.25, contextual=0.25), encoded, shared=True, grid=(4, 4))
+    kept, mask, _ = prune_experts(
+        pruner(name, ratio=0.25, contextual=0.25), encoded, shared=True, grid=(4, 4)
+    )
     assert mask.shape == (2, 4) and kept["clip"].shape == (2, 4, 3) and kept["sam"].shape == (2, 4, 5)
     if name == "divprune":  # the selection reads every expert's features, and is the same cells in both
         every = torch.cat([F.normalize(e.tokens, dim=-1) for e in encoded.values()], -1)
         for b, positions in enumerate(divprune_loop(every, 4)):
             for e in encoded:
                 torch.testing.assert_close(kept[e][b], encoded[e].tokens[b, positions])
-    kept, mask = prune_experts(pruner(name, ratio=0.25), encoded, shared=False, grid=(4, 4))
+    codes = torch.arange(16.0)[None, :, None].expand(2, -1, -1)  # (B, N, 1): each cell its index
+    kept, mask, cells = prune_experts(
+        pruner(name, ratio=0.25), encoded, shared=False, grid=(4, 4), cells=codes
+    )
     assert mask.shape == (2, 8)  # each expert keeps its own 4
+    if name == "divprune":  # unmerged: each kept token's code is its own cell's, in fused order
+        for e, part in zip(encoded, cells.split(4, 1), strict=True):
+            rows = encoded[e].tokens.gather(1, part.long().expand(-1, -1, encoded[e].tokens.shape[-1]))
+            torch.testing.assert_close(kept[e], rows)
 
 
 def test_bad_settings_are_one_line_config_errors():

@@ -76,9 +76,15 @@ def load_experts(
 def assemble(cfg: DictConfig, experts: dict[str, VisionExpert], llm, tokenizer) -> MultimodalLM:
     """The multimodal model around loaded experts and LLM: fusion, pruning and fresh projectors."""
     frequencies = int(cfg.projector.get("positions") or 0)
-    if frequencies < 0:
-        raise ConfigError(f"projector.positions={frequencies} must be ≥ 0 (frequencies; 0 = none)")
-    channels = {name: e.channels + 4 * frequencies for name, e in experts.items()}  # + each cell's sin/cos
+    position_at = str(cfg.projector.get("position_at") or "input")
+    width = llm.config.get_text_config().hidden_size
+    if frequencies < 0 or position_at not in ("input", "output") or 4 * frequencies > width:
+        raise ConfigError(
+            f"projector.positions={frequencies} projector.position_at={position_at}: give 0 ≤ positions ≤ "
+            f"{width // 4} (4 values per octave in the LLM's {width} dimensions) and position_at input|output"
+        )
+    appended = 4 * frequencies if position_at == "input" else 0
+    channels = {name: e.channels + appended for name, e in experts.items()}  # + each cell's sin/cos
     fusion = FUSIONS[cfg.fusion.name](channels, next(iter(experts.values())).grid, cfg.fusion)
     pruner = PRUNERS[cfg.pruning.name](cfg.pruning)
     signals = SignalSpec.from_config(cfg.pruning) if pruner.needs else None
@@ -87,7 +93,6 @@ def assemble(cfg: DictConfig, experts: dict[str, VisionExpert], llm, tokenizer) 
             check_native(expert)
             if signals is not None:
                 signals.kind_for(expert)  # a signal the expert cannot give fails here, before any work
-    width = llm.config.get_text_config().hidden_size
 
     def projector(in_channels: int) -> nn.Module:
         with torch.random.fork_rng():  # every projector starts alike for a seed, whatever was built before
@@ -96,7 +101,9 @@ def assemble(cfg: DictConfig, experts: dict[str, VisionExpert], llm, tokenizer) 
 
     prealign = {name: projector(c) for name, c in channels.items()}
     head = projector(fusion.out_channels)
-    return MultimodalLM(experts, fusion, pruner, head, prealign, llm, tokenizer, signals, frequencies)
+    return MultimodalLM(
+        experts, fusion, pruner, head, prealign, llm, tokenizer, signals, frequencies, position_at
+    )
 
 
 def build_model(cfg: DictConfig, train: Split, run: RunDir, sources: Mapping[str, str]) -> MultimodalLM:

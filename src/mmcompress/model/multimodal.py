@@ -60,6 +60,7 @@ class MultimodalLM(nn.Module):
         tokenizer,
         signals: SignalSpec | None = None,
         position_frequencies: int = 0,
+        position_at: str = "input",
     ) -> None:
         super().__init__()
         self.experts = nn.ModuleDict(experts)
@@ -71,7 +72,9 @@ class MultimodalLM(nn.Module):
         self.tokenizer = tokenizer
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.signal_spec = signals  # the pruning signals experts compute (None: the pruner reads none)
-        self.position_frequencies = position_frequencies  # projector.positions: grid-cell channels appended
+        # projector.positions / position_at: each token's grid-cell code (4F sin/cos values), appended to the
+        # experts' channels before the projector (input) or added to the LLM-space tokens after it (output)
+        self.position_frequencies, self.position_at = position_frequencies, position_at
         # train.compile: the trainer sets a torch.compile'd decoder forward for the training loss only
         # (generation stays eager: its shapes change with every token)
         self.training_decoder: Callable | None = None
@@ -91,19 +94,27 @@ class MultimodalLM(nn.Module):
 
         With `expert`, pre-alignment's path: that expert's tokens alone through its own projector."""
         encoded = self.with_cell_positions(encoded)
+        cells = self.cell_codes(encoded)  # (B, N, 4F) when positions go to the output, else None
         if expert is not None:
             visual = self.prealign_projectors[expert](encoded[expert].tokens)  # (B, N, D)
-            return visual, torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device)
+            ones = torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device)
+            return self.placed(visual, cells), ones
         if self.pruner.where == "experts":  # prune each expert's tokens, then fuse what is kept
-            tokens, keep_mask = prune_experts(
-                self.pruner, encoded, shared=self.fusion.aligned, grid=self.fusion.grid
-            )  # {e: (B, M_e, C_e)}, (B, M)
+            tokens, keep_mask, cells = prune_experts(
+                self.pruner, encoded, shared=self.fusion.aligned, grid=self.fusion.grid, cells=cells
+            )  # {e: (B, M_e, C_e)}, (B, M), (B, M, 4F) | None
             fused = self.fusion(tokens)  # (B, M, ΣC)
         else:  # fuse every token, then prune the fused sequence by the experts' arranged signals
-            fused = self.fusion({name: e.tokens for name, e in encoded.items()})  # (B, N, ΣC)
-            importance, keys = fused_signals(encoded, shared=self.fusion.aligned)  # (B, N), (B, N, K)
-            fused, keep_mask = self.pruner(fused, importance, keys, self.fusion.token_grid)  # (B, M, ΣC)
-        return self.projector(fused), keep_mask  # (B, M, D)
+            fused = self.fusion({name: e.tokens for name, e in encoded.items()})  # (B, N', ΣC)
+            importance, keys = fused_signals(encoded, shared=self.fusion.aligned)  # (B, N'), (B, N', K)
+            if cells is None:
+                fused, keep_mask = self.pruner(fused, importance, keys, self.fusion.token_grid)  # (B, M, ΣC)
+            else:  # the plan's selection and merges also carry each token's cell code
+                plan = self.pruner.plan(fused, importance, keys, self.fusion.token_grid)
+                copies = fused.shape[1] // cells.shape[1]  # appended experts (sequence) repeat the grid
+                cells = plan.apply(cells.repeat(1, copies, 1))  # (B, M, 4F)
+                fused, keep_mask = plan.apply(fused), plan.mask  # (B, M, ΣC), (B, M)
+        return self.placed(self.projector(fused), cells), keep_mask  # (B, M, D)
 
     def forward(
         self,
@@ -130,7 +141,7 @@ class MultimodalLM(nn.Module):
     def with_cell_positions(self, encoded: dict[str, ExpertTokens]) -> dict[str, ExpertTokens]:
         """`projector.positions`: every expert's (B, N, C) tokens gain their grid cell's (N, 4F) sin/cos
         channels, before pruning, so a merged token carries the mean place of what it merged."""
-        if not self.position_frequencies:
+        if not self.position_frequencies or self.position_at != "input":
             return encoded
         first = next(iter(encoded.values())).tokens  # (B, N, C)
         cells = cell_positions(self.fusion.grid, self.position_frequencies, first.device)  # (N, 4F)
@@ -139,6 +150,24 @@ class MultimodalLM(nn.Module):
             name: dataclasses.replace(e, tokens=torch.cat([e.tokens, cells.to(e.tokens.dtype)], -1))
             for name, e in encoded.items()
         }
+
+    def cell_codes(self, encoded: dict[str, ExpertTokens]) -> torch.Tensor | None:
+        """(B, N, 4F) each common-grid cell's code, for positions added after the projector."""
+        if not self.position_frequencies or self.position_at != "output":
+            return None
+        first = next(iter(encoded.values())).tokens  # (B, N, C)
+        cells = cell_positions(self.fusion.grid, self.position_frequencies, first.device)  # (N, 4F)
+        return cells.expand(first.shape[0], -1, -1)
+
+    @staticmethod
+    def placed(visual: torch.Tensor, cells: torch.Tensor | None) -> torch.Tensor:
+        """(B, M, D) visual tokens with their (B, M, 4F) cell codes added to the first 4F dimensions, at the
+        tokens' own RMS: the LLM reads the place directly, whatever the projector kept."""
+        if cells is None:
+            return visual
+        scale = visual.detach().float().pow(2).mean().sqrt()
+        code = F.pad(cells * scale, (0, visual.shape[-1] - cells.shape[-1]))  # (B, M, D)
+        return visual + code.to(visual.dtype)
 
     def _answer_loss(self, input_ids, attention_mask, visual, visual_mask, labels):
         embeds, mask, positions, labels = self.splice(input_ids, attention_mask, visual, visual_mask, labels)

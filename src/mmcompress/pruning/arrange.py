@@ -26,17 +26,25 @@ def fused_signals(
 
 
 def prune_experts(
-    pruner: Pruner, encoded: dict[str, ExpertTokens], *, shared: bool, grid: tuple[int, int]
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    pruner: Pruner,
+    encoded: dict[str, ExpertTokens],
+    *,
+    shared: bool,
+    grid: tuple[int, int],
+    cells: torch.Tensor | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
     """Prune every expert's tokens before fusion: one shared plan when token i is the same cell in every
-    expert (importance combined across experts), else each expert keeps its own. → kept tokens, (B, M) mask."""
+    expert (importance combined across experts), else each expert keeps its own. → kept tokens, (B, M) mask
+    and, given (B, N, P) `cells` (a code per grid cell), the kept tokens' codes in fused order."""
     if shared:
         every = torch.cat([F.normalize(e.tokens.float(), dim=-1) for e in encoded.values()], -1)  # (B, N, ΣC)
         plan = pruner.plan(every, *shared_signals(encoded), grid)  # features-based methods see every expert
-        return {name: plan.apply(e.tokens) for name, e in encoded.items()}, plan.mask
-    kept = {name: pruner(e.tokens, e.importance, e.keys, grid) for name, e in encoded.items()}
-    mask = torch.cat([m for _, m in kept.values()], 1)  # (B, ΣM_e) in the order tokens are appended
-    return {name: t for name, (t, _) in kept.items()}, mask
+        kept_cells = None if cells is None else plan.apply(cells)  # (B, M, P)
+        return {name: plan.apply(e.tokens) for name, e in encoded.items()}, plan.mask, kept_cells
+    plans = {name: pruner.plan(e.tokens, e.importance, e.keys, grid) for name, e in encoded.items()}
+    mask = torch.cat([p.mask for p in plans.values()], 1)  # (B, ΣM_e) in the order tokens are appended
+    kept_cells = None if cells is None else torch.cat([p.apply(cells) for p in plans.values()], 1)
+    return {name: plans[name].apply(e.tokens) for name, e in encoded.items()}, mask, kept_cells
 
 
 def shared_signals(encoded: dict[str, ExpertTokens]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
