@@ -17,3 +17,8 @@ mmcompress sweep "${common[@]}" projector.positions=4 projector.position_at=inpu
 python "$here/summarize.py" "$runs/position" > "$here/result.md"
 mmcompress report "$runs/position" --out "$here/report" --allow-mixed-versions
 python "$here/probe.py" "$here" "$runs"/position/*_s0-*
+if [[ "${DEEP:-0}" == 1 ]]; then  # the same question with a 4-layer LLM: none and positions at the output
+  mmcompress sweep name=position-deep logger=none "paths.runs=$runs" llm.layers=4 projector.positions=0,4 \
+    projector.position_at=output seed=0,1,2
+  python "$here/summarize.py" "$runs/position-deep" > "$here/result-deep.md"
+fi
