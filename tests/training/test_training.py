@@ -190,3 +190,14 @@ def test_an_infinite_gradient_stops_before_the_update(finetune):
         finetune(hook=poison)
     now = seen["model"].state_dict()
     assert all(torch.equal(now[k], v) for k, v in seen["start"].items())  # no update was applied
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["train.compile=maybe", "optim.fused=1", "projector.positions=abc", "projector.positions=-1",
+     "projector.position_at=middle"],
+)  # fmt: skip
+def test_bad_speed_and_position_settings_are_one_line_config_errors(compose, override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(compose(override))

@@ -78,10 +78,10 @@ def assemble(cfg: DictConfig, experts: dict[str, VisionExpert], llm, tokenizer) 
     frequencies = int(cfg.projector.get("positions") or 0)
     position_at = str(cfg.projector.get("position_at") or "input")
     width = llm.config.get_text_config().hidden_size
-    if frequencies < 0 or position_at not in ("input", "output") or 4 * frequencies > width:
+    if 4 * frequencies > width:  # its type and position_at were checked with the rest of the config
         raise ConfigError(
-            f"projector.positions={frequencies} projector.position_at={position_at}: give 0 ≤ positions ≤ "
-            f"{width // 4} (4 values per octave in the LLM's {width} dimensions) and position_at input|output"
+            f"projector.positions={frequencies}: give at most {width // 4} (4 values per octave in the LLM's "
+            f"{width} dimensions)"
         )
     appended = 4 * frequencies if position_at == "input" else 0
     channels = {name: e.channels + appended for name, e in experts.items()}  # + each cell's sin/cos

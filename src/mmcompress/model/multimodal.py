@@ -94,7 +94,7 @@ class MultimodalLM(nn.Module):
 
         With `expert`, pre-alignment's path: that expert's tokens alone through its own projector."""
         encoded = self.with_cell_positions(encoded)
-        cells = self.cell_codes(encoded)  # (B, N, 4F) when positions go to the output, else None
+        cells = self.cell_codes(encoded) if self.position_at == "output" else None  # (B, N, 4F) | None
         if expert is not None:
             visual = self.prealign_projectors[expert](encoded[expert].tokens)  # (B, N, D)
             ones = torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device)
@@ -141,19 +141,17 @@ class MultimodalLM(nn.Module):
     def with_cell_positions(self, encoded: dict[str, ExpertTokens]) -> dict[str, ExpertTokens]:
         """`projector.positions`: every expert's (B, N, C) tokens gain their grid cell's (N, 4F) sin/cos
         channels, before pruning, so a merged token carries the mean place of what it merged."""
-        if not self.position_frequencies or self.position_at != "input":
+        cells = self.cell_codes(encoded) if self.position_at == "input" else None  # (B, N, 4F) | None
+        if cells is None:
             return encoded
-        first = next(iter(encoded.values())).tokens  # (B, N, C)
-        cells = cell_positions(self.fusion.grid, self.position_frequencies, first.device)  # (N, 4F)
-        cells = cells.to(first.dtype).expand(first.shape[0], -1, -1)  # (B, N, 4F)
         return {
             name: dataclasses.replace(e, tokens=torch.cat([e.tokens, cells.to(e.tokens.dtype)], -1))
             for name, e in encoded.items()
         }
 
     def cell_codes(self, encoded: dict[str, ExpertTokens]) -> torch.Tensor | None:
-        """(B, N, 4F) each common-grid cell's code, for positions added after the projector."""
-        if not self.position_frequencies or self.position_at != "output":
+        """(B, N, 4F) each common-grid cell's code (None without `projector.positions`)."""
+        if not self.position_frequencies:
             return None
         first = next(iter(encoded.values())).tokens  # (B, N, C)
         cells = cell_positions(self.fusion.grid, self.position_frequencies, first.device)  # (N, 4F)

@@ -100,7 +100,14 @@ def check_training(cfg: DictConfig) -> None:
         and not torch.cuda.is_bf16_supported()
     ):
         raise ConfigError("precision=bf16 needs a GPU with bfloat16 support; use precision=fp32 or auto here")
+    for key in ("train.compile", "train.gradient_checkpointing", "optim.fused"):
+        value = OmegaConf.select(cfg, key, default=False)  # a run made before the key existed: off
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be true or false")
+    if cfg.projector.get("position_at", "input") not in ("input", "output"):
+        raise ConfigError(f"projector.position_at={cfg.projector.position_at!r}; choose input or output")
     for key, value, low in (
+        ("projector.positions", cfg.projector.get("positions", 0), 0),
         ("lora.r", cfg.lora.r, 0),
         ("train.checkpoint_every", cfg.train.checkpoint_every, 0),
         (
