@@ -13,11 +13,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from mmcompress.analysis import significance
+from mmcompress.analysis.significance import MIN_SEEDS, Estimate
 from mmcompress.data.synthvqa import CATEGORIES
 
 TINY_DEFAULT = 0.892  # experiments/default-learning-bar: mean of 3 seeds (mini CLIP → tiny Llama, 3 minutes)
 PROBE = 0.46  # the throwaway probe quoted in the real-weights issue (13 min of bf16 training, best case)
-MIN_SEEDS = 3
 
 
 def load_runs(root: Path) -> dict[str, list[dict]]:
@@ -45,11 +46,10 @@ def training_minutes(summary: dict) -> float:
 
 
 def separated(a: list[float], b: list[float]) -> bool | None:
-    """Whether two arms' means differ by more than 2 standard errors of the difference (None: too few seeds)."""
+    """analysis/significance.py's rule on two arms' seeds (None: fewer than 3 seeds on a side)."""
     if min(len(a), len(b)) < MIN_SEEDS:
         return None
-    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-    return abs(statistics.mean(a) - statistics.mean(b)) > 2 * se
+    return significance.separated(Estimate.of(a), Estimate.of(b))
 
 
 def table(arms: dict[str, list[dict]]) -> list[str]:

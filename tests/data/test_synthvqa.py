@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -312,3 +313,20 @@ def test_spec_key_and_validation() -> None:
         SynthVQASpec(max_objects=1)
     with pytest.raises(ConfigError):
         SynthVQASpec(word_probability=1.5)
+
+
+def test_sparse_world_leaves_most_tokens_background(compose, tmp_path: Path) -> None:
+    """world=sparse: objects and the word cover a few percent of the 16×16 cells, so pruning to 11% (28
+    cells) can keep every item while a uniform choice keeps mostly background."""
+    from mmcompress.data.world import world_spec
+
+    cfg = compose("world=sparse")
+    assert list(cfg.grid) == [16, 16] and cfg.world.image_size == 224
+    spec = dataclasses.replace(world_spec(cfg), train_images=40, eval_questions_per_category=2)
+    root = generate(spec, tmp_path / "sparse")
+    with np.load(root / "scenes" / "train_masks.npz") as npz:
+        masks = npz["masks"]  # (n, 224, 224)
+    cells = masks.reshape(len(masks), 16, 14, 16, 14).max(axis=(2, 4)) > 0  # (n, 16, 16): any item pixel
+    covered = cells.reshape(len(masks), -1).sum(axis=1)  # item cells per image
+    assert (masks > 0).mean() < 0.05  # items are < 5% of the pixels
+    assert covered.max() <= 28 and covered.mean() < 14  # every image's items fit in 11% of the cells
