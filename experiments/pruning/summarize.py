@@ -2,8 +2,9 @@
 
 Rows: methods; columns: budgets as fractions and token counts; cells: test overall accuracy, mean ± std
 over seeds (adaptive methods at their natural count). Training-free rows evaluate the unpruned models;
-"trained" rows used the method in align and finetune too. States the best method per budget and how far
-each falls from the unpruned score.
+"trained" rows used the method in align and finetune too. States the best method per budget, chosen on
+val (a tie unless separated by analysis/significance.py's rule), and how far each falls from the unpruned
+test score.
 
 python summarize.py RUNS_DIR OUT_DIR      # writes OUT_DIR/result.md, result.json, accuracy_vs_tokens.png
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from mmcompress.analysis.report.runs import collect, group_runs
+from mmcompress.analysis.significance import separated
 
 BUDGETS = (1.0, 0.5, 0.25, 0.11, 0.055)
 FIXED = ("random", "spatial", "topk", "tome")
@@ -53,6 +55,7 @@ def entries(runs_dir: Path, part: str) -> list[dict]:
                 "importance": config.get("pruning.importance"),
                 "tokens": stats(group, "visual_tokens", "mean"),
                 "accuracy": accuracy,
+                "val": group.estimate(lambda r: (r.score(BENCHMARK, "val") or {}).get("overall")),
                 "categories": {
                     c: stats(group, "scores", BENCHMARK, "categories", c)[0]
                     for c in group.complete[0].summary["scores"][BENCHMARK]["categories"]
@@ -73,8 +76,12 @@ def cell(entry: dict | None) -> str:
 
 def main() -> None:
     runs_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
-    free, trained = entries(runs_dir, "pruning-free"), entries(runs_dir, "pruning-trained")
-    signals = entries(runs_dir, "pruning-signals") if (runs_dir / "pruning-signals").is_dir() else []
+    out.mkdir(parents=True, exist_ok=True)
+    free = entries(runs_dir, "pruning-free")
+    trained, signals = (
+        entries(runs_dir, part) if (runs_dir / part).is_dir() else []
+        for part in ("pruning-trained", "pruning-signals")
+    )
     full = next(e for e in free if e["method"] == "none")
     base = full["accuracy"][0]
     tokens = round(full["tokens"][0])
@@ -96,7 +103,12 @@ def main() -> None:
     for method in ADAPTIVE:
         entry = next(e for e in free if e["method"] == method)
         lines.append(f"| {method} (adaptive) | {cell(entry)} | | | |")
-    lines += ["", "Best training-free method per budget (adaptive methods placed at the nearest budget):", ""]
+    lines += [
+        "",
+        "Best training-free method per budget, chosen on val and called best only when separated from every "
+        "other there (analysis/significance.py); test reported (adaptive methods at the nearest budget):",
+        "",
+    ]
     best = {}
     for ratio in BUDGETS[1:]:
         near = [e for e in free if e["ratio"] == ratio and e["method"] in FIXED]
@@ -104,10 +116,17 @@ def main() -> None:
             e for e in free if e["method"] in ADAPTIVE
             and min(BUDGETS[1:], key=lambda r: abs(r * tokens - e["tokens"][0])) == ratio
         ]  # fmt: skip
-        winner = max(near, key=lambda e: e["accuracy"][0])
+        near = [e for e in near if e["val"] is not None]
+        if not near:
+            continue
+        winner = max(near, key=lambda e: e["val"].mean)
         best[ratio] = winner
+        ties = [e["method"] for e in near if e is not winner and not separated(winner["val"], e["val"])]
+        verdict = (
+            f"**{winner['method']}**" if not ties else f"{winner['method']} (tie with {', '.join(ties)})"
+        )
         lines.append(
-            f"- {ratio:.1%}: **{winner['method']}** {winner['accuracy'][0]:.3f} "
+            f"- {ratio:.1%}: {verdict}, val {winner['val'].text()}, test {winner['accuracy'][0]:.3f} "
             f"({winner['accuracy'][0] - base:+.3f} from unpruned; "
             + ", ".join(
                 f"{e['method']} {e['accuracy'][0] - base:+.3f}"
@@ -144,7 +163,7 @@ def main() -> None:
             lines.append(f"| {kind} | " + " | ".join(cell(e) for e in row) + " |")
     (out / "result.md").write_text("\n".join(lines) + "\n")
     payload = {"training_free": free, "trained": trained, "signals": signals}
-    (out / "result.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / "result.json").write_text(json.dumps(payload, indent=2, default=vars) + "\n")
 
     figure, ax = plt.subplots(figsize=(9.5, 4.8))
     for i, method in enumerate(FIXED + ADAPTIVE):
