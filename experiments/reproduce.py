@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,12 @@ class Spec:
 
 def specs(root: Path = HERE) -> dict[str, Spec]:
     return {folder.name: Spec.read(folder) for folder in sorted(root.iterdir()) if (folder / SPEC).is_file()}
+
+
+def shown(spec: Spec) -> str:
+    """The spec's command as a person would type it (OUT: the output folder)."""
+    executable, *args = spec.command(Path("OUT"))
+    return shlex.join([Path(executable).name, *args])
 
 
 def figure_of(summary: dict, path: str) -> float:
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in known.values():
             print(
                 f"{spec.experiment}: {spec.figure} = {spec.recorded} ± {spec.tolerance} "
-                f"(~{spec.minutes:g} min): {' '.join(spec.command(Path('OUT')))}"
+                f"(~{spec.minutes:g} min): {shown(spec)}"
             )
         return 0
     if args.experiment not in known:
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = known[args.experiment]
     if args.show:
-        print(" ".join(spec.command(Path("OUT"))))
+        print(shown(spec))
         return 0
     if args.out is not None:
         summary = rerun(spec, args.out.resolve(), args.root)
