@@ -6,8 +6,9 @@
 # 2. Training-free: each unpruned model evaluated under every method at 11% and 5.5% (28 and 14 tokens) and
 #    PruMerge / PruMerge+ at their adaptive counts.
 # 3. Trained with pruning, PruMerge's protocol (its LoRA runs fine-tune the trained LLaVA with pruning in the
-#    loop): each unpruned model fine-tuned FINETUNE more steps with pruning, for the methods in TRAINED.
-# Then summarize.py: result.md, result.json and summaries/ (every run's summary.json, kept here).
+#    loop): each unpruned model fine-tuned FINETUNE more steps with pruning, for the methods in TRAINED, and
+#    as many steps without pruning (the control: what the extra steps alone do).
+# Then summarize.py: result.md, result.json and accuracy_vs_tokens.png from record/ (every run's files).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 runs=${RUNS:-$here/runs}
@@ -22,18 +23,26 @@ unpruned=("${common[@]}" "stage.finetune.steps=$steps" train.val_every=300 train
 
 mmcompress weights fetch dinov2-s >/dev/null
 mmcompress sweep name=sparse "${unpruned[@]}" "seed=$(tr ' ' , <<<"$seeds")"
-for seed in $seeds; do
-  model=$(mmcompress train name=sparse "${unpruned[@]}" "seed=$seed" | tail -1)
-  mmcompress sweep name=sparse-free "${common[@]}" "seed=$seed" "init_from=$model" 'stages=[eval]' \
+seed_of() { sed 's/.*_s\([0-9]*\)-.*/\1/' <<<"$1"; }  # a run directory's seed, from its id
+models=()
+for seed in $seeds; do models+=("$(mmcompress train name=sparse "${unpruned[@]}" "seed=$seed" | tail -1)"); done
+for model in "${models[@]}"; do
+  from=("${common[@]}" "seed=$(seed_of "$model")" "init_from=$model")
+  mmcompress sweep name=sparse-free "${from[@]}" 'stages=[eval]' \
     pruning=random,spatial,topk,tome,visionzip,divprune pruning.ratio=0.11,0.055
-  mmcompress sweep name=sparse-free "${common[@]}" "seed=$seed" "init_from=$model" 'stages=[eval]' \
-    pruning=prumerge,prumerge_plus
-  [ -z "$trained" ] && continue  # TRAINED= : stop after the training-free part
-  mmcompress sweep name=sparse-trained "${common[@]}" "seed=$seed" "init_from=$model" \
-    'stages=[finetune,eval]' "stage.finetune.steps=$finetune" "pruning=$trained" pruning.ratio=0.11,0.055
+  mmcompress sweep name=sparse-free "${from[@]}" 'stages=[eval]' pruning=prumerge,prumerge_plus
 done
-mkdir -p "$here/summaries"
-for summary in "$runs"/sparse*/*/summary.json; do
-  cp "$summary" "$here/summaries/$(basename "$(dirname "$(dirname "$summary")")")--$(basename "$(dirname "$summary")").json"
+for model in "${models[@]}"; do
+  [ -n "$trained" ] || break  # TRAINED= : stop after the training-free part
+  from=("${common[@]}" "seed=$(seed_of "$model")" "init_from=$model")
+  tuned=("${from[@]}" 'stages=[finetune,eval]' "stage.finetune.steps=$finetune")
+  mmcompress sweep name=sparse-trained "${tuned[@]}" "pruning=$trained" pruning.ratio=0.11,0.055
+  mmcompress sweep name=sparse-trained "${tuned[@]}" pruning=none  # the control: as many steps, unpruned
 done
-python "$here/summarize.py" "$here/summaries" "$here"
+# The record: each run's config, overrides, summary and metrics (checkpoints stay in RUNS), read by summarize.py.
+for run in "$runs"/sparse*/*/; do
+  [ -f "$run/summary.json" ] || continue
+  dest="$here/record/$(basename "$(dirname "$run")")/$(basename "$run")"
+  mkdir -p "$dest" && cp "$run"/{config.yaml,overrides.txt,summary.json,metrics.jsonl} "$dest"/
+done
+python "$here/summarize.py" "$here/record" "$here"

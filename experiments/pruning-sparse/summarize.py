@@ -36,9 +36,11 @@ def overall(run: Run, split: str = "test") -> float | None:
 
 
 def method_of(run: Run) -> tuple[str, float | str]:
-    """(pruning method, budget): the ratio, or `adaptive` for an uncapped PruMerge."""
-    ratio = run.config.get("pruning.ratio")
-    return run.config.get("pruning.name", "none"), ADAPTIVE if ratio is None else float(ratio)
+    """(pruning method, budget): the ratio, 1.0 unpruned, or `adaptive` for an uncapped PruMerge."""
+    name, ratio = run.config.get("pruning.name", "none"), run.config.get("pruning.ratio")
+    if name == "none":
+        return name, 1.0
+    return name, ADAPTIVE if ratio is None else float(ratio)
 
 
 def load(record: Path, allow_mixed_versions: bool = False) -> dict[str, list[Run]]:
@@ -90,6 +92,23 @@ def convergence(curve: dict[int, Estimate]) -> dict:
         else why_tied(last, before)
     )
     return {"converged": not rising, "why": why, "steps": steps[-2:]}
+
+
+def extra_steps(unpruned_val: Estimate, controls: list[Run]) -> dict | None:
+    """Whether the control's further fine-tuning without pruning raised val beyond the noise: the other
+    test of convergence (a WSD schedule's last check rises in its decay even at a plateau)."""
+    control_val = Estimate.of(overall(r, "val") for r in controls)
+    if control_val is None:
+        return None
+    rising = control_val.mean > unpruned_val.mean and separated(control_val, unpruned_val)
+    why = f"val {unpruned_val.mean:.3f} → {control_val.mean:.3f} after the control's extra steps: " + (
+        "a rise beyond 2 SE"
+        if rising
+        else "no rise"
+        if control_val.mean <= unpruned_val.mean
+        else why_tied(control_val, unpruned_val)
+    )
+    return {"converged": not rising, "why": why, "val": control_val}
 
 
 def methods(runs: list[Run], unpruned: dict[int, float]) -> dict[tuple[str, float | str], dict]:
@@ -150,9 +169,18 @@ def summarize(phases: dict[str, list[Run]]) -> dict:
         },
     }
     result["unpruned"]["convergence"] = convergence(result["unpruned"]["curve"])
-    for phase in ("sparse-free", "sparse-trained"):
-        rows = methods(phases.get(phase, []), unpruned)
+    controls = [r for r in phases.get("sparse-trained", []) if method_of(r)[0] == "none"]
+    # Trained with pruning means fine-tuned further; the control is fine-tuned as far without pruning, so
+    # "kept" compares equal training. Without a control, the unpruned model is the reference.
+    reference = {r.seed: overall(r) for r in controls} or unpruned
+    result["reference"] = "control" if controls else "unpruned"
+    result["unpruned"]["extra_steps"] = extra_steps(result["unpruned"]["val"], controls)
+    for phase, against in (("sparse-free", unpruned), ("sparse-trained", reference)):
+        rows = methods(phases.get(phase, []), against)
         result[phase] = {"rows": rows, "best": {b: best_on_val(rows, b) for b in BUDGETS}}
+    control = result["sparse-trained"]["rows"].get(("none", 1.0))
+    if control:  # the control against the unpruned model: what the extra steps alone did
+        control["kept"] = Estimate.of(overall(r) / unpruned[r.seed] for r in controls if unpruned.get(r.seed))
     trained = result["sparse-trained"]
     result["targets"] = {}
     for budget, target in TARGETS.items():
@@ -190,16 +218,26 @@ def markdown(result: dict) -> str:
         "Val overall during finetune (600 val questions per check, mean ± std over seeds): "
         + ", ".join(f"step {s}: {_cell(e)}" for s, e in u["curve"].items())
         + ".",
-        f"Converged: {u['convergence']['converged']} ({u['convergence']['why']}).",
+        f"Still rising at the last check: {not u['convergence']['converged']} ({u['convergence']['why']}).",
     ]
+    if u["extra_steps"]:
+        lines.append(
+            f"Rising with further fine-tuning (the control): {not u['extra_steps']['converged']} "
+            f"({u['extra_steps']['why']})."
+        )
+    reference = {
+        "control": "the same seed's control (the unpruned model fine-tuned as many steps without pruning)",
+        "unpruned": "the same seed's unpruned model",
+    }
     for phase in ("sparse-free", "sparse-trained"):
         block = result[phase]
         if not block["rows"]:
             continue
+        against = reference[result["reference"] if phase == "sparse-trained" else "unpruned"]
         lines += [
             "",
-            f"**{PHASES[phase].capitalize()}** (best per budget chosen on val; kept = test / the same "
-            "seed's unpruned test):",
+            f"**{PHASES[phase].capitalize()}** (best per budget chosen on val; kept = test / the test of "
+            f"{against}):",
             "",
             "| method | budget | n | tokens | val overall | test overall | kept |",
             "|---|---|---|---|---|---|---|",
@@ -228,7 +266,8 @@ def markdown(result: dict) -> str:
         verdict = "met" if target["met"] else "not met"
         lines.append(
             f"- Target at {100 * budget:.1f}%: the val-best method trained with pruning "
-            f"({target['method']}) keeps {_pct(target['kept'])} (n = {target['kept'].n}) of the unpruned "
+            f"({target['method']}) keeps {_pct(target['kept'])} (n = {target['kept'].n}) of the "
+            f"{result['reference']}'s "
             f"score; target ≥ {100 * target['target']:.0f}%: **{verdict}**."
         )
     return "\n".join(lines) + "\n"
