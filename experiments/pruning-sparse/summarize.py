@@ -248,6 +248,8 @@ def markdown(result: dict) -> str:
             if best and best["method"] == method:
                 mark = {True: " **best**", False: " best (tie)", None: " (the only one)"}[best["separated"]]
             label = budget if budget == ADAPTIVE else f"{100 * budget:.1f}%"
+            if method == "none":
+                mark = " (the control; kept: against the unpruned model)"
             lines.append(
                 f"| {method}{mark} | {label} | {row['test'].n} | {row['tokens'].mean:.1f} | "
                 f"{_cell(row['val'])} | {_cell(row['test'])} | {_pct(row['kept'])} |"
