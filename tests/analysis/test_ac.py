@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -151,7 +152,7 @@ def test_next_trainings_cover_the_open_regions_first():
     from mmcompress.analysis.ac.run import Candidate, next_trainings
 
     def candidate(label, a, c, score=None):
-        return Candidate(label, [], Path("."), a=a, c=c, score=score)
+        return Candidate(label, [], [Path(".")], [[]], a=a, c=c, score=score)
 
     corners = [candidate("low-low", 0.0, 0.0, 0.3), candidate("high-high", 1.0, 1.0, 0.9)]
     open_ = [candidate("low-high", 0.1, 0.9), candidate("high-low", 0.9, 0.1)]
@@ -187,7 +188,6 @@ def test_ac_cli_on_tiny_configs(fast_run, tmp_path):
     """`mmcompress ac encoder=clip,sam`: the finished clip run is read (not retrained), sam gets its stages
     up to align only; A, C, the score, the policy's next step and the outputs are written; a rerun reuses
     the stored A and C."""
-    import json
     import shutil
 
     from tests.conftest import cli
@@ -201,14 +201,14 @@ def test_ac_cli_on_tiny_configs(fast_run, tmp_path):
     cli(*args, "--pairs", "8", "--policy", "--out", str(tmp_path / "ac"))
     result = json.loads((tmp_path / "ac" / "ac.json").read_text())
     clip, sam = result["candidates"]
-    assert clip["run"] == str(runs / "default" / fast_run.name)
+    assert clip["runs"] == [str(runs / "default" / fast_run.name)]
     assert clip["a"] == pytest.approx(1.0)  # the reference is this very run
     expected = json.loads((fast_run / "summary.json").read_text())["scores"]["synthvqa"]["overall"]
     assert clip["score"] == expected and sam["score"] is None
     assert -1 <= sam["a"] < 1 and 0 <= sam["c"] <= 1 and 0 <= sam["c_pck05"] <= sam["c"]
     assert set(sam["c_by_kind"]) == {"affine", "scale", "crop", "photometric"}
     assert result["next"] and all("why" in step for step in result["next"])
-    sam_run = Path(sam["run"])
+    sam_run = Path(sam["runs"][0])
     assert (sam_run / "checkpoints" / "align" / "stage.json").is_file()
     assert not (sam_run / "checkpoints" / "finetune").exists()
     assert json.loads((sam_run / "summary.json").read_text())["ac"]["a"] == sam["a"]
@@ -225,7 +225,6 @@ def test_ac_cli_on_tiny_configs(fast_run, tmp_path):
 
 
 def test_spair_loader_reads_its_layout_and_scales_to_the_square(tmp_path):
-    import json
 
     from mmcompress.analysis.ac.pairs import load_spair
     from mmcompress.errors import UserError
@@ -255,3 +254,33 @@ def test_spair_loader_reads_its_layout_and_scales_to_the_square(tmp_path):
     (root / "PairAnnotation" / "test" / "1-bad.json").write_text("{}")
     with pytest.raises(UserError, match="is not an SPair-71k pair annotation"):
         load_spair(root, "test", 64)
+
+
+def test_a_candidate_over_seeds_is_the_mean_of_its_runs(tmp_path):
+    """`--seeds`: a candidate's A, C and score are the means over its runs (stored A and C are reused); its
+    score counts only once every seed's training has finished."""
+    from mmcompress.analysis.ac.output import _score as score_cell
+    from mmcompress.analysis.ac.run import Candidate, Probe, _score
+
+    probe = Probe(images=[], pairs=[], window=3, references=[], key={"probe": 1})
+
+    def run(name, a, c, score):
+        path = tmp_path / name
+        (path / "checkpoints" / "finetune").mkdir(parents=True)
+        if score is not None:
+            (path / "checkpoints" / "finetune" / "stage.json").write_text('{"status": "complete"}')
+        stored = {"a": a, "c": c, "c_pck05": c / 2, "c_by_kind": {"shift": c}, "key": probe.key}
+        summary = {"status": "complete" if score is not None else "running", "ac": stored,
+                   "scores": {"synthvqa": {"overall": score}}}  # fmt: skip
+        (path / "summary.json").write_text(json.dumps(summary))
+        return path
+
+    done = Candidate("clip", [], [run("c0", 0.5, 0.2, 0.80), run("c1", 0.7, 0.4, 0.90)], [[], []])
+    partial = Candidate("sam", [], [run("s0", 0.1, 0.1, 0.60), run("s1", 0.3, 0.3, None)], [[], []])
+    _score([done, partial], probe, "synthvqa", "cpu", ())
+    assert (done.a, done.c, done.c_strict) == pytest.approx((0.6, 0.3, 0.15))
+    assert done.extra == pytest.approx({"shift": 0.3})
+    assert (done.score, done.score_std) == pytest.approx((0.85, 0.0707), abs=1e-4)
+    assert partial.a == pytest.approx(0.2) and partial.score is None  # seed 1 is still training
+    cell = score_cell({"score": done.score, "score_std": done.score_std, "runs": ["c0", "c1"]})
+    assert cell == "0.850 ± 0.071 (n=2)"

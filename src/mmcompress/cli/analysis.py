@@ -123,6 +123,10 @@ def ac(
         Path | None,
         typer.Option("--candidates", help="YAML list of override strings, each a sweep of candidates."),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option("--seeds", help="Seeds per candidate, e.g. 0,1,2: A, C and score are their means."),
+    ] = None,
 ) -> None:
     """Rank vision representations by their AC score without finetuning them all (Law of Vision Representation).
 
@@ -130,7 +134,8 @@ def ac(
     the union of the sweeps listed in --candidates, each on top of the overrides given here.
     Each gets its stages up to align (in the run directory its full training would use); A aligns its
     projected tokens with the reference's, C transfers keypoints between image pairs on its features.
-    Scores of candidates already trained are read, a quadratic in (A, C) is fitted and the rest predicted.
+    Scores of candidates already trained are read; linear and quadratic fits in (A, C) are compared by
+    leave-one-out R², the better one predicts the rest. With --seeds, each candidate is one run per seed.
     """
     from mmcompress.analysis.ac.output import print_result
     from mmcompress.analysis.ac.run import run_ac
@@ -138,6 +143,10 @@ def ac(
 
     if images < 1 or pairs < 1 or window < 1 or window % 2 == 0:
         raise UserError("--images and --pairs must be positive and --window a positive odd number")
+    try:
+        seed_list = sorted({int(s) for s in seeds.split(",")}) if seeds else None
+    except ValueError:
+        raise UserError(f"--seeds {seeds!r}: give integers separated by commas, e.g. --seeds 0,1,2") from None
     result = run_ac(
         overrides or [],
         reference or ["clip"],
@@ -150,6 +159,7 @@ def ac(
         trials=trials,
         out=out,
         candidates=candidates,
+        seeds=seed_list,
         extra_dirs=extra_config_dirs(config_dir or []),
     )
     print_result(result)

@@ -35,9 +35,17 @@ def _cells(candidate: dict) -> list[str]:
         f"{c['a']:.4f}",
         f"{c['c']:.4f}",
         f"{c['c_pck05']:.4f}",
-        _num(c["score"]),
+        _score(c),
         _num(c["predicted"]),
     ]
+
+
+def _score(candidate: dict) -> str:
+    """The trained score; over several seeds, mean ± std (n)."""
+    runs = len(candidate.get("runs", ()))
+    if candidate["score"] is None or runs < 2:
+        return _num(candidate["score"])
+    return f"{candidate['score']:.3f} ± {candidate['score_std']:.3f} (n={runs})"
 
 
 def _num(value, digits: int = 3) -> str:

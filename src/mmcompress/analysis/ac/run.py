@@ -27,6 +27,7 @@ from mmcompress.analysis.ac.fit import (
 from mmcompress.analysis.ac.output import write
 from mmcompress.analysis.ac.pairs import KeypointPair, generated_pairs, load_spair
 from mmcompress.analysis.ac.scores import A_DEFINITION, C_DEFINITION, a_score, c_scores, projected_tokens
+from mmcompress.analysis.significance import Estimate
 from mmcompress.analysis.sweep import expand
 from mmcompress.config import load_config
 from mmcompress.console import progress
@@ -41,13 +42,18 @@ from mmcompress.training.run import run_directory, train
 
 @dataclass
 class Candidate:
+    """One representation: its runs (one per seed) and their A, C and benchmark score, each the mean over
+    the seeds; the score only once every seed's training has finished."""
+
     label: str  # the overrides that distinguish it
     overrides: list[str]
-    run_path: Path
+    run_paths: list[Path]
+    run_overrides: list[list[str]]  # each run's: the candidate's, and its seed's
     a: float = math.nan
     c: float = math.nan
     c_strict: float = math.nan  # PCK@0.05
-    score: float | None = None  # the benchmark score of its finished training
+    score: float | None = None  # the benchmark score of its finished trainings, mean over seeds
+    score_std: float | None = None  # their sample std (0 for one seed)
     predicted: float | None = None
     extra: dict = field(default_factory=dict)
 
@@ -77,16 +83,20 @@ def run_ac(
     trials: int = 1000,
     out: Path | None = None,
     candidates: Path | None = None,
+    seeds: Sequence[int] | None = None,
     extra_dirs: Sequence[Path] = (),
 ) -> dict:
     """A and C for every candidate the sweep overrides expand to, the benchmark scores of those already
-    trained, the fit, and (with `policy`) which candidates to train next; written to `out`."""
+    trained, the fit, and (with `policy`) which candidates to train next; written to `out`. With `seeds`,
+    each candidate is one run per seed and its A, C and score are their means."""
     runs = _candidate_runs(overrides, candidates, extra_dirs)
     varying = {o.partition("=")[0] for run in runs for o in run if any(o not in other for other in runs)}
+    per_seed = [[f"seed={seed}"] for seed in seeds] if seeds else [[]]
     scored = []
     for run_overrides in runs:
-        _, run = _aligned_run(run_overrides, extra_dirs)
-        scored.append(Candidate(_label(run_overrides, varying), run_overrides, run.path))
+        each = [[*run_overrides, *seed] for seed in per_seed]
+        paths = [_aligned_run(o, extra_dirs)[1].path for o in each]
+        scored.append(Candidate(_label(run_overrides, varying), run_overrides, paths, each))
     base = load_config(runs[0], extra_dirs)
     shared = [o for o in runs[0] if not o.startswith("encoder") and o.partition("=")[0] not in varying]
     reference_runs = [_aligned_run([*shared, f"encoder={r}"], extra_dirs) for r in references]
@@ -134,17 +144,20 @@ def _probe(base: DictConfig, images: int, pairs: int, spair: Path | None, window
 
 
 def _score(candidates: list[Candidate], probe: Probe, benchmark: str, device, extra_dirs) -> None:
-    """Each candidate's A and C (stored in its summary, or measured now) and its trained score if any."""
+    """Each candidate's A and C (stored in each run's summary, or measured now) and its trained score if
+    every seed has one, as means over its runs."""
     reference_tokens: list = []  # computed on first need: a rerun with every A stored loads no reference
-    for candidate in track(candidates, "A and C"):
-        run = RunDir(candidate.run_path)
+    measured: dict[int, list[dict]] = {id(c): [] for c in candidates}  # each run's A, C and score
+    each = [(c, p, o) for c in candidates for p, o in zip(c.run_paths, c.run_overrides, strict=True)]
+    for candidate, path, overrides in track(each, "A and C"):
+        run = RunDir(path)
         stored = run.summary().get("ac", {})
         if stored.get("key") != probe.key:
             if not reference_tokens:
                 reference_tokens += [
                     projected_tokens(_align_model(c, r, device), probe.images) for c, r in probe.references
                 ]
-            model = _align_model(load_config(candidate.overrides, extra_dirs), run, device)
+            model = _align_model(load_config(overrides, extra_dirs), run, device)
             tokens, mask = projected_tokens(model, probe.images)
             correspondence = c_scores(model, probe.pairs, probe.window)
             stored = {
@@ -156,9 +169,18 @@ def _score(candidates: list[Candidate], probe: Probe, benchmark: str, device, ex
                 "definition": {"a": A_DEFINITION, "c": C_DEFINITION + " (alpha 0.10; c_pck05: 0.05)"},
             }
             run.update_summary(ac=stored)
-        candidate.a, candidate.c, candidate.c_strict = stored["a"], stored["c"], stored["c_pck05"]
-        candidate.extra = stored["c_by_kind"]
-        candidate.score = _trained_score(run, benchmark)
+        measured[id(candidate)].append({**stored, "score": _trained_score(run, benchmark)})
+    for candidate in candidates:
+        per_run = measured[id(candidate)]
+        candidate.a, candidate.c, candidate.c_strict = (
+            float(np.mean([r[k] for r in per_run])) for k in ("a", "c", "c_pck05")
+        )
+        kinds = per_run[0]["c_by_kind"]
+        candidate.extra = {kind: float(np.mean([r["c_by_kind"][kind] for r in per_run])) for kind in kinds}
+        scores = [r["score"] for r in per_run]
+        if all(score is not None for score in scores):
+            estimate = Estimate.of(scores)
+            candidate.score, candidate.score_std = estimate.mean, estimate.std
 
 
 def _label(overrides: list[str], varying: set[str]) -> str:
@@ -252,12 +274,13 @@ def _analyse(candidates: list[Candidate], benchmark: str, policy: bool, trials: 
     result["candidates"] = [
         {
             "label": c.label,
-            "run": str(c.run_path),
+            "runs": [str(p) for p in c.run_paths],
             "a": c.a,
             "c": c.c,
             "c_pck05": c.c_strict,
             "c_by_kind": c.extra,
             "score": c.score,
+            "score_std": c.score_std,
             "predicted": c.predicted,
         }
         for c in candidates
