@@ -15,7 +15,7 @@ runs=${RUNS:-$here/runs}
 seeds=${SEEDS:-"0 1 2"}
 steps=${STEPS:-1500}
 finetune=${FINETUNE:-300}
-trained=${TRAINED-"visionzip,random"}  # chosen on val from step 2 (see README): the best there, and random
+trained=${TRAINED-"visionzip,prumerge_plus,random"}  # from step 2 on val (README): the best at both budgets, PruMerge+ (best adaptive) and random
 export WANDB_MODE=${WANDB_MODE:-disabled} HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 read -ra extra <<<"${EXTRA:-}"  # e.g. EXTRA=debug=fast for a smoke run of the whole pipeline
 common=(world=sparse encoder=dinov2-s precision=auto logger=none "paths.runs=$runs" "${extra[@]}")
@@ -43,6 +43,9 @@ done
 for run in "$runs"/sparse*/*/; do
   [ -f "$run/summary.json" ] || continue
   dest="$here/record/$(basename "$(dirname "$run")")/$(basename "$run")"
-  mkdir -p "$dest" && cp "$run"/{config.yaml,overrides.txt,summary.json,metrics.jsonl} "$dest"/
+  mkdir -p "$dest"
+  for file in config.yaml overrides.txt summary.json metrics.jsonl; do  # evaluation-only runs log no metrics
+    [ ! -f "$run/$file" ] || cp "$run/$file" "$dest/"
+  done
 done
 python "$here/summarize.py" "$here/record" "$here"

@@ -166,6 +166,9 @@ def summarize(phases: dict[str, list[Run]]) -> dict:
             },
             "seeds": sorted(unpruned),
             "curve": val_curve(unpruned_runs),
+            "blind": Estimate.of(
+                (r.summary.get("baselines", {}).get("synthvqa") or {}).get("majority") for r in unpruned_runs
+            ),
         },
     }
     result["unpruned"]["convergence"] = convergence(result["unpruned"]["curve"])
@@ -209,7 +212,8 @@ def markdown(result: dict) -> str:
         f"Code version of every run: {', '.join(map(str, result['code_versions']))}.",
         "",
         f"**Unpruned** ({u['tokens'].mean:.0f} tokens), n = {u['test'].n} (seeds {u['seeds']}): test overall "
-        f"**{_cell(u['test'])}**, val {_cell(u['val'])}.",
+        f"**{_cell(u['test'])}**, val {_cell(u['val'])}; blind majority (the question alone) "
+        f"{_cell(u['blind'])}.",
         "",
         "| " + " | ".join(CATEGORIES) + " |",
         "|---" * len(CATEGORIES) + "|",
@@ -321,8 +325,18 @@ def plot(result: dict, path: Path) -> None:
                 transform=ax.get_yaxis_transform(),
             )
         ax.axhline(1.0, color="black", linewidth=0.8)
+        blind, unpruned = result["unpruned"]["blind"], result["unpruned"]["test"]
+        if blind is not None:  # answering from the question alone, as a share of the unpruned score
+            ax.axhline(blind.mean / unpruned.mean, color="grey", linestyle="--", linewidth=1)
+            ax.text(0.99, blind.mean / unpruned.mean, "blind (no image)", fontsize=8, color="grey", ha="right",
+                    va="bottom", transform=ax.get_yaxis_transform())  # fmt: skip
         ax.set_xscale("log", base=2)
-        ticks = sorted({round(x) for points in by_method.values() for x, _, _ in points})
+        ticks: list[int] = []
+        for tick in sorted({round(x) for points in by_method.values() for x, _, _ in points}):
+            if (
+                not ticks or tick > 1.15 * ticks[-1]
+            ):  # neighbours closer than that would print over each other
+                ticks.append(tick)
         ax.set_xticks(ticks, [str(t) for t in ticks], minor=False)
         ax.minorticks_off()
         ax.set_xlabel("visual tokens per image (of 256)", fontsize=9)
