@@ -6,8 +6,8 @@
 # 2. Training-free: each unpruned model evaluated under every method at 11% and 5.5% (28 and 14 tokens) and
 #    PruMerge / PruMerge+ at their adaptive counts.
 # 3. Trained with pruning, PruMerge's protocol (its LoRA runs fine-tune the trained LLaVA with pruning in the
-#    loop): each unpruned model fine-tuned FINETUNE more steps with pruning, for the methods in TRAINED, and
-#    as many steps without pruning (the control: what the extra steps alone do).
+#    loop): each unpruned model fine-tuned FINETUNE more steps at LR with pruning, for the methods in
+#    TRAINED, and as many steps without pruning (the control: what the extra steps alone do).
 # Then summarize.py: result.md, result.json and accuracy_vs_tokens.png from record/ (every run's files).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,6 +15,7 @@ runs=${RUNS:-$here/runs}
 seeds=${SEEDS:-"0 1 2"}
 steps=${STEPS:-1500}
 finetune=${FINETUNE:-300}
+lr=${LR:-1e-4}  # the continued fine-tune's rate: a tenth of the finetune stage's (at its 1e-3 the control lost 0.14)
 trained=${TRAINED-"visionzip,prumerge_plus,random"}  # from step 2 on val (README): the best at both budgets, PruMerge+ (best adaptive) and random
 export WANDB_MODE=${WANDB_MODE:-disabled} HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 read -ra extra <<<"${EXTRA:-}"  # e.g. EXTRA=debug=fast for a smoke run of the whole pipeline
@@ -35,7 +36,7 @@ done
 for model in "${models[@]}"; do
   [ -n "$trained" ] || break  # TRAINED= : stop after the training-free part
   from=("${common[@]}" "seed=$(seed_of "$model")" "init_from=$model")
-  tuned=("${from[@]}" 'stages=[finetune,eval]' "stage.finetune.steps=$finetune")
+  tuned=("${from[@]}" 'stages=[finetune,eval]' "stage.finetune.steps=$finetune" "stage.finetune.lr=$lr")
   mmcompress sweep name=sparse-trained "${tuned[@]}" "pruning=$trained" pruning.ratio=0.11,0.055
   mmcompress sweep name=sparse-trained "${tuned[@]}" pruning=none  # the control: as many steps, unpruned
 done
