@@ -5,12 +5,14 @@ result.json and accuracy_vs_tokens.png.
 The rules are analysis/significance.py's: mean ± std with n over seeds; the best method of a budget is
 chosen on val and called best only when separated (> 2 SE, ≥ 3 seeds a side) from every other there, else
 a tie; test is reported, never used to choose. "Kept" is each seed's pruned test score over the same seed's
-unpruned one (every pruned model starts from, or is, that seed's unpruned model), as mean ± std n.
+reference, as mean ± std n: training-free, the unpruned model it prunes; trained with pruning, the control
+(the same seed's finetune stage retrained as long without pruning), or the unpruned model without one.
 
     python summarize.py RECORD_DIR OUT_DIR [--allow-mixed-versions]
 
 RECORD_DIR holds run directories (config.yaml, summary.json, metrics.jsonl) under one folder per phase:
-sparse (unpruned), sparse-free (training-free), sparse-trained (fine-tuned with pruning).
+sparse (unpruned), sparse-free (training-free), sparse-trained (finetune retrained with pruning, and the
+control with pruning=none).
 """
 
 from __future__ import annotations
@@ -94,23 +96,6 @@ def convergence(curve: dict[int, Estimate]) -> dict:
     return {"converged": not rising, "why": why, "steps": steps[-2:]}
 
 
-def extra_steps(unpruned_val: Estimate, controls: list[Run]) -> dict | None:
-    """Whether the control's further fine-tuning without pruning raised val beyond the noise: the other
-    test of convergence (a WSD schedule's last check rises in its decay even at a plateau)."""
-    control_val = Estimate.of(overall(r, "val") for r in controls)
-    if control_val is None:
-        return None
-    rising = control_val.mean > unpruned_val.mean and separated(control_val, unpruned_val)
-    why = f"val {unpruned_val.mean:.3f} → {control_val.mean:.3f} after the control's extra steps: " + (
-        "a rise beyond 2 SE"
-        if rising
-        else "no rise"
-        if control_val.mean <= unpruned_val.mean
-        else why_tied(control_val, unpruned_val)
-    )
-    return {"converged": not rising, "why": why, "val": control_val}
-
-
 def methods(runs: list[Run], unpruned: dict[int, float]) -> dict[tuple[str, float | str], dict]:
     """(method, budget) → val and test estimates, visual tokens and the share of the unpruned score kept."""
     groups: dict[tuple[str, float | str], list[Run]] = defaultdict(list)
@@ -173,16 +158,15 @@ def summarize(phases: dict[str, list[Run]]) -> dict:
     }
     result["unpruned"]["convergence"] = convergence(result["unpruned"]["curve"])
     controls = [r for r in phases.get("sparse-trained", []) if method_of(r)[0] == "none"]
-    # Trained with pruning means fine-tuned further; the control is fine-tuned as far without pruning, so
-    # "kept" compares equal training. Without a control, the unpruned model is the reference.
+    # Trained with pruning retrains the finetune stage with pruning; the control retrains it as long without
+    # pruning, so "kept" compares equal training. Without a control, the unpruned model is the reference.
     reference = {r.seed: overall(r) for r in controls} or unpruned
     result["reference"] = "control" if controls else "unpruned"
-    result["unpruned"]["extra_steps"] = extra_steps(result["unpruned"]["val"], controls)
     for phase, against in (("sparse-free", unpruned), ("sparse-trained", reference)):
         rows = methods(phases.get(phase, []), against)
         result[phase] = {"rows": rows, "best": {b: best_on_val(rows, b) for b in BUDGETS}}
     control = result["sparse-trained"]["rows"].get(("none", 1.0))
-    if control:  # the control against the unpruned model: what the extra steps alone did
+    if control:  # the control against the unpruned model: what the shorter retraining alone costs
         control["kept"] = Estimate.of(overall(r) / unpruned[r.seed] for r in controls if unpruned.get(r.seed))
     trained = result["sparse-trained"]
     result["targets"] = {}
@@ -224,13 +208,8 @@ def markdown(result: dict) -> str:
         + ".",
         f"Still rising at the last check: {not u['convergence']['converged']} ({u['convergence']['why']}).",
     ]
-    if u["extra_steps"]:
-        lines.append(
-            f"Rising with further fine-tuning (the control): {not u['extra_steps']['converged']} "
-            f"({u['extra_steps']['why']})."
-        )
     reference = {
-        "control": "the same seed's control (the unpruned model fine-tuned as many steps without pruning)",
+        "control": "the same seed's control (the finetune stage retrained as long, without pruning)",
         "unpruned": "the same seed's unpruned model",
     }
     for phase in ("sparse-free", "sparse-trained"):
