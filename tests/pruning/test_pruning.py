@@ -12,7 +12,7 @@ from mmcompress.model.fusion import FUSIONS
 from mmcompress.pruning.arrange import prune_experts, shared_signals
 from mmcompress.pruning.methods import PRUNERS
 from mmcompress.pruning.plan import budget, lattice
-from mmcompress.pruning.prumerge import iqr_outliers, prumerge
+from mmcompress.pruning.prumerge import iqr_outliers, prumerge, prumerge_plan
 from mmcompress.pruning.tome import tome_plan
 from mmcompress.vision.signals import ExpertTokens
 from tests.pruning.baselines_reference import divprune_loop, visionzip_loop
@@ -125,6 +125,25 @@ def test_batched_prumerge_equals_the_per_image_loop(plus, variant):
             assert count == len(reference)
             torch.testing.assert_close(tokens[b, :count], alone[0])
             assert not tokens[b, count:].any()  # padding slots carry nothing
+
+
+@pytest.mark.parametrize("release", [False, True])
+def test_prumerge_plus_keeps_within_its_cap(release):
+    """pruning.ratio caps what PruMerge+ keeps in all, outliers and lattice together (the release adds its
+    one pooled token), and the lattice still uses the room the outliers leave."""
+    generator = torch.Generator().manual_seed(3)
+    attention, keys = _peaked(4, 256, 3), torch.randn(4, 256, 5, generator=generator)
+
+    def kept(plus: bool, cap: int | None) -> torch.Tensor:
+        plan = prumerge_plan(attention, keys, plus=plus, release=release, k=4, cap=cap, grid=(16, 16))
+        return plan.mask.sum(1)  # (B,)
+
+    uncapped = kept(True, None)
+    for cap in (3, 14, 28):
+        assert kept(True, cap).max() <= cap + release and (kept(True, cap) <= uncapped).all()
+    assert uncapped.max() > 28  # the case needs the cap
+    roomy = int(kept(False, None).max()) + 8  # room beyond the outliers: the lattice fills some of it
+    assert (kept(True, roomy) > kept(False, roomy)).all() and kept(True, roomy).max() <= roomy + release
 
 
 def test_visionzip_keeps_the_dominant_tokens_and_averages_the_rest_around_spread_targets():

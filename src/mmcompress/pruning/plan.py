@@ -75,6 +75,14 @@ def lattice(grid: tuple[int, int], count: int, device=None) -> torch.Tensor:
     return points[(torch.arange(count, device=device) * len(points) / count).long()]
 
 
+def stride_within(grid: tuple[int, int], room: torch.Tensor) -> torch.Tensor:
+    """(B,) the smallest stride whose strided_lattice has at most room[b] points (1 where room[b] < 1)."""
+    rows, cols = grid
+    strides = torch.arange(1, max(rows, cols) + 1, device=room.device)  # (S,)
+    sizes = -((strides // 2 - rows) // strides) * -((strides // 2 - cols) // strides)  # (S,) lattice points
+    return strides[(sizes[None] <= room[:, None]).float().argmax(1)]  # (B,)
+
+
 def strided_lattice(grid: tuple[int, int], stride: torch.Tensor) -> torch.Tensor:
     """(B, N) mask of every `stride[b]`-th row and column (centred), a per-image regular lattice."""
     rows, cols = grid

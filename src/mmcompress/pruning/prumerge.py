@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mmcompress.pruning.plan import Plan, kept_slots, rank_descending, strided_lattice
+from mmcompress.pruning.plan import Plan, kept_slots, rank_descending, stride_within, strided_lattice
 
 RELEASE_K, RELEASE_TOKENS = 32, 576  # PruMerge's neighbour count on CLIP-L/336's 24×24 grid
 
@@ -72,9 +72,14 @@ def prumerge_plan(
         if cap is not None:
             count = count.clamp(max=cap)
         keep = rank < count[:, None]  # (B, N): the outliers are the top-`count` tokens
-        if plus:  # a lattice of at most about `supplement` points per outlier
+        if plus:  # a lattice of at most about `supplement` points per outlier, within the cap
             stride = (tokens / (supplement * count)).sqrt().ceil().clamp(min=1).long()  # (B,)
-            keep |= strided_lattice(grid, stride)
+            lattice = strided_lattice(grid, stride)  # (B, N)
+            if cap is not None:  # outliers and lattice together keep at most `cap` tokens
+                room = cap - count  # (B,)
+                lattice = strided_lattice(grid, torch.maximum(stride, stride_within(grid, room)))
+                lattice &= (room > 0)[:, None]
+            keep |= lattice
         priority = None  # grid order
     else:
         ratio = int(iqr_outliers(attention, pooled=True)) / (batch * tokens)
@@ -83,8 +88,10 @@ def prumerge_plan(
             count = min(count, cap)
         keep = rank < count
         priority = rank.float()  # descending attention, as topk returns them
-        if plus:
+        if plus and (cap is None or count < cap):
             step = max(1, int(int(1 / max(ratio, 1 / tokens)) / 3))
+            if cap is not None:  # the lattice's ceil((N − 1) / step) points fit beside the outliers
+                step = max(step, -(-(tokens - 1) // (cap - count)))
             positions = torch.arange(tokens, device=keep.device)
             grid_points = (positions % step == 0) & (positions < tokens - 1)  # arange(0, N−1, step)
             supplement_mask = grid_points[None] & ~keep
