@@ -312,11 +312,13 @@ def plot(result: dict, path: Path) -> None:
                 transform=ax.get_yaxis_transform(),
             )
         ax.axhline(1.0, color="black", linewidth=0.8)
-        blind, unpruned = result["unpruned"]["blind"], result["unpruned"]["test"]
-        if blind is not None:  # answering from the question alone, as a share of the unpruned score
-            ax.axhline(blind.mean / unpruned.mean, color="grey", linestyle="--", linewidth=1)
-            ax.text(0.99, blind.mean / unpruned.mean, "blind (no image)", fontsize=8, color="grey", ha="right",
-                    va="bottom", transform=ax.get_yaxis_transform())  # fmt: skip
+        blind, base = result["unpruned"]["blind"], result["unpruned"]["test"]
+        if phase == "sparse-trained" and ("none", 1.0) in result[phase]["rows"]:
+            base = result[phase]["rows"][("none", 1.0)]["test"]  # the control
+        if blind is not None:  # answering from the question alone, as a share of the reference's score
+            ax.axhline(blind.mean / base.mean, color="grey", linestyle="--", linewidth=1)
+            ax.text(0.99, blind.mean / base.mean, "blind (no image)", fontsize=8, color="grey", ha="right",
+                    va="top", transform=ax.get_yaxis_transform())  # fmt: skip
         ax.set_xscale("log", base=2)
         ticks: list[int] = []
         for tick in sorted({round(x) for points in by_method.values() for x, _, _ in points}):
@@ -327,9 +329,10 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xticks(ticks, [str(t) for t in ticks], minor=False)
         ax.minorticks_off()
         ax.set_xlabel("visual tokens per image (of 256)", fontsize=9)
-        ax.set_title(PHASES[phase], fontsize=10)
+        against = "the unpruned model" if phase == "sparse-free" else f"the {result['reference']}"
+        ax.set_title(f"{PHASES[phase]} (reference: {against})", fontsize=10)
         ax.tick_params(labelsize=8)
-    axes[0].set_ylabel("test score kept (pruned / unpruned, same seed)", fontsize=9)
+    axes[0].set_ylabel("test score kept (of the same seed's reference)", fontsize=9)
     fig.tight_layout()
     spread_labels(fig, labels)
     fig.savefig(path, dpi=100)
