@@ -245,6 +245,11 @@ CASES = [
     Case("steps-not-a-number", ("train", *FAST, "stage.finetune.steps=abc"), ("steps='abc'", "positive int")),
     Case("negative-lr", ("train", *FAST, "stage.finetune.lr=-1"), ("stage.finetune.lr=-1", "positive float")),
     Case("seed-not-a-number", ("train", *FAST, "seed=x"), ("seed='x'", "integer")),
+    Case(
+        "ac-seeds-not-numbers",
+        ("ac", *FAST, "encoder=clip,sam", "--seeds", "0,abc"),
+        ("--seeds '0,abc'", "0,1,2"),
+    ),
     Case(  # rich markup in a value is printed as it is, never interpreted (a MarkupError was a traceback)
         "missing-config-dir-with-markup",
         ("config", "--config-dir", "{tmp}/[/bold]x[red]"),

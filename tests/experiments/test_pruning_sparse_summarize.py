@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mmcompress.data.synthvqa import CATEGORIES
-from tests.experiments import load_script
+from tests.experiments import fake_run, load_script
 
 
 @pytest.fixture(scope="module")
@@ -19,82 +18,51 @@ def summarize():
 
 
 def _run(
-    record: Path,
-    phase: str,
-    name: str,
-    seed: int,
-    method: str,
-    ratio,
-    test: float,
-    val: float,
-    tokens: float,
-    version: str = "v1",
-    curve: tuple[float, ...] = (),
+    record: Path, phase: str, name: str, seed: int, method: str, ratio, *scores, steps=1500, **kw
 ) -> None:
-    run = record / phase / name
-    run.mkdir(parents=True)
     ratio_text = "null" if ratio is None else ratio
-    (run / "config.yaml").write_text(f"seed: {seed}\npruning:\n  name: {method}\n  ratio: {ratio_text}\n")
-
-    def score(value):
-        return {"synthvqa": {"overall": value, "categories": dict.fromkeys(CATEGORIES, value)}}
-
-    (run / "summary.json").write_text(
-        json.dumps(
-            {
-                "status": "complete",
-                "scores": score(test),
-                "val_scores": score(val),
-                "visual_tokens": {"mean": tokens},
-                "env": {"code_version": version},
-            }
-        )
-    )
-    (run / "metrics.jsonl").write_text(
-        "".join(
-            json.dumps({"stage": "finetune", "step": 300 * (i + 1), "val/overall": v}) + "\n"
-            for i, v in enumerate(curve)
-        )
-    )
+    config = f"seed: {seed}\npruning:\n  name: {method}\n  ratio: {ratio_text}\nstage:\n  finetune:\n    steps: {steps}\n"
+    fake_run(record / phase / name, config, *scores, **kw)
 
 
-def _world(record: Path, rising: bool = False, last_version: str = "v1") -> None:
+def _world(record: Path, rising: bool = False, last_version: str = "v1", longer: float | None = None) -> None:
+    """Three seeds of every phase; `longer`: the twice-as-long unpruned model's val (none without)."""
     for seed, jitter in enumerate((0.0, 0.01, -0.01)):
         last = 0.80 if rising else 0.60
-        _run(
-            record,
-            "sparse",
-            f"u{seed}",
-            seed,
-            "none",
-            None,
-            0.60 + jitter,
-            0.61 + jitter,
-            256,
-            curve=(0.40 + jitter, 0.60 + jitter, last + jitter),
-        )
+        curve = (0.40 + jitter, 0.60 + jitter, last + jitter)
+        _run(record, "sparse", f"u{seed}", seed, "none", None, 0.60 + jitter, 0.61 + jitter, 256, curve=curve)
+        if longer is not None:
+            _run(
+                record, "sparse-long", f"l{seed}", seed, "none", None, 0.64, longer + jitter, 256, steps=3000
+            )
         # training-free: spatial is best on val but worst on test; topk ties with random on val
         _run(record, "sparse-free", f"s{seed}", seed, "spatial", 0.11, 0.40 + jitter, 0.55 + jitter, 28)
         _run(record, "sparse-free", f"r{seed}", seed, "random", 0.11, 0.50 + jitter, 0.45 + jitter, 28)
         _run(record, "sparse-free", f"p{seed}", seed, "prumerge", None, 0.30 + jitter, 0.30 + jitter, 40.5)
         _run(record, "sparse-free", f"k{seed}", seed, "topk", 0.055, 0.30 + 3 * jitter, 0.30 + 3 * jitter, 14)
         _run(record, "sparse-free", f"q{seed}", seed, "random", 0.055, 0.31 + jitter, 0.31 + jitter, 14)
+        # the whole finetune trained with pruning: against the unpruned model of the same seed
+        _run(record, "sparse-pruned-full", f"f{seed}", seed, "visionzip", 0.11, 0.58 + jitter, 0.6, 28)
+        _run(record, "sparse-pruned-full", f"g{seed}", seed, "visionzip", 0.055, 0.50 + jitter, 0.5, 14)
         version = last_version if seed == 2 else "v1"
+        _run(record, "sparse-trained", f"t{seed}", seed, "visionzip", 0.11, 0.59 + jitter, 0.60 + jitter, 28,
+             version=version, steps=300)  # fmt: skip
+        _run(
+            record, "sparse-trained", f"v{seed}", seed, "visionzip", 0.055, 0.48, 0.50 + jitter, 14, steps=300
+        )
+        # the control: the finetune stage retrained as long without pruning
         _run(
             record,
             "sparse-trained",
-            f"t{seed}",
+            f"n{seed}",
             seed,
-            "visionzip",
-            0.11,
-            0.59 + jitter,
-            0.60 + jitter,
-            28,
-            version=version,
+            "none",
+            None,
+            0.62 + jitter,
+            0.61 + jitter,
+            256,
+            steps=300,
         )
-        _run(record, "sparse-trained", f"v{seed}", seed, "visionzip", 0.055, 0.48, 0.50 + jitter, 14)
-        # the control: the finetune stage retrained as long without pruning
-        _run(record, "sparse-trained", f"n{seed}", seed, "none", None, 0.62 + jitter, 0.61 + jitter, 256)
 
 
 def test_val_selection_ties_pairing_and_targets(summarize, tmp_path):
@@ -109,26 +77,54 @@ def test_val_selection_ties_pairing_and_targets(summarize, tmp_path):
     assert tied["method"] == "random" and not tied["separated"] and "topk" in tied["ties"]
     assert ("prumerge", "adaptive") in free["rows"]
     # trained with pruning: kept pairs each seed with its control (the same retraining, unpruned)
-    assert result["reference"] == "control"
+    assert result["sparse-trained"]["reference"] == "control"
     kept = result["sparse-trained"]["rows"][("visionzip", 0.11)]["kept"]
     assert kept.mean == pytest.approx(0.59 / 0.62, abs=2e-3) and kept.n == 3
     control = result["sparse-trained"]["rows"][("none", 1.0)]["kept"]  # against the unpruned model
     assert control.mean == pytest.approx(0.62 / 0.60, abs=2e-3) and control.n == 3
     free_kept = result["sparse-free"]["rows"][("random", 0.11)]["kept"]  # training-free: the unpruned model
     assert free_kept.mean == pytest.approx(0.50 / 0.60, abs=2e-3)
-    targets = result["targets"]
+    targets = result["targets"]["sparse-trained"]
     assert targets[0.11]["met"] is True  # 95.2% ≥ 95%
     assert targets[0.055]["met"] is False  # 77% < 90%
+    # the whole finetune with pruning: kept of the same seed's unpruned model (same schedule)
+    full = result["targets"]["sparse-pruned-full"]
+    assert full[0.11]["kept"].mean == pytest.approx(0.58 / 0.60, abs=2e-3) and full[0.11]["met"] is True
+    assert full[0.055]["kept"].mean == pytest.approx(0.50 / 0.60, abs=2e-3) and full[0.055]["met"] is False
+    assert result["sparse-pruned-full"]["best"][0.11]["separated"] is None  # the only method trained
+    assert result["doubling"]["converged"] is None  # no twice-as-long run
+    against = result["sparse-pruned-full"]["rows"][("visionzip", 0.11)]["against"]
+    assert set(against) == {"unpruned"} and against["unpruned"]["separated"] is True  # −0.02 > 2 SE 0.016
+    assert against["unpruned"]["difference"] == pytest.approx(-0.02)
     text = summarize.markdown(result)
     assert "| spatial **best** | 11.0% | 3 |" in text
     assert "5.5%: random has the best val mean but ties with topk" in text
     assert "**not met**" in text
+    assert "| visionzip, 11.0% | 0.580 ± 0.010 |" in text  # the whole-finetune arm by category
+    assert "visionzip at 11.0% against the unpruned model (test): -0.020, beyond 2 SE" in text
 
 
 def test_a_still_rising_val_curve_is_not_converged(summarize, tmp_path):
     _world(tmp_path, rising=True)
     convergence = summarize.summarize(summarize.load(tmp_path))["unpruned"]["convergence"]
     assert convergence["converged"] is False and "still rising" in convergence["why"]
+
+
+@pytest.mark.parametrize(("longer", "converged"), [(0.62, True), (0.70, False)])
+def test_a_schedule_twice_as_long_decides_convergence(summarize, tmp_path, longer, converged):
+    _world(tmp_path, longer=longer)  # the short schedule's val: 0.61 ± 0.01; 0.62 is within 2 SE, 0.70 not
+    result = summarize.summarize(summarize.load(tmp_path))
+    assert result["doubling"]["converged"] is converged
+    assert result["doubling"]["steps"] == [[1500], [3000]]
+    assert result["targets"]["sparse-pruned-full"][0.11]["of_long"].mean == pytest.approx(
+        0.58 / 0.64, abs=2e-3
+    )
+    assert result["targets"]["sparse-pruned-full"][0.11]["met_long"] is False  # 90.6% < 95%
+    assert result["long"]["convergence"]["converged"] is None  # the fake long runs log no val checks
+    text = summarize.markdown(result)
+    assert "Unpruned, finetune twice as long" in text and "of the twice-as-long model" in text
+    assert f"Converged (a schedule twice as long does not raise val beyond 2 SE): {converged}" in text
+    assert "of the twice-as-long model's: **not met**" in text
 
 
 def test_mixed_code_versions_are_refused_unless_allowed(summarize, tmp_path):

@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from mmcompress.data.synthvqa import CATEGORIES
-from tests.experiments import load_script
+from tests.experiments import fake_run, load_script
 
 
 @pytest.fixture(scope="module")
@@ -17,27 +16,9 @@ def summarize():
 
 
 def _run(part, name, seed, method, ratio, test, val, tokens):
-    run = part / name
-    run.mkdir(parents=True)
     ratio_text = "null" if ratio is None else ratio
-    (run / "config.yaml").write_text(
-        f"seed: {seed}\npruning:\n  ratio: {ratio_text}\nchoices:\n  pruning: {method}\n"
-    )
-
-    def score(value):
-        return {"synthvqa": {"overall": value, "categories": dict.fromkeys(CATEGORIES, value)}}
-
-    (run / "summary.json").write_text(
-        json.dumps(
-            {
-                "status": "complete",
-                "scores": score(test),
-                "val_scores": score(val),
-                "visual_tokens": {"mean": tokens},
-                "baselines": {"synthvqa": {"majority": 0.29}},
-            }
-        )
-    )
+    config = f"seed: {seed}\npruning:\n  ratio: {ratio_text}\nchoices:\n  pruning: {method}\n"
+    fake_run(part / name, config, test, val, tokens)
 
 
 def test_best_is_chosen_on_val_and_ties_are_named(summarize, tmp_path, monkeypatch):
